@@ -1,0 +1,75 @@
+# quantcourse: every entry point. `make course` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+JUPYTER := $(VENV)/bin/jupyter
+# The CPU build of PyTorch; pyproject.toml only asks for torch>=2.4 so learners elsewhere
+# can keep the build they have.
+TORCH_PIN ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+PIP_QUIET := --quiet --disable-pip-version-check
+NB     ?= notebooks/[0-9][0-9]_*.ipynb
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600
+
+.PHONY: help setup course test test-unit test-quick test-nbval lab student site bench lint execute clean
+
+help:
+	@echo "make course   set up, execute every notebook into build/executed/, render build/site/"
+	@echo "make test     set up, run unit tests, the quick papermill pass and strict nbval"
+	@echo "make lab      open JupyterLab on the notebooks (kernel: quantcourse)"
+	@echo "make student  write the student copy (solutions stubbed) to build/student/"
+	@echo "make bench    measure this machine: python -m quantcourse.bench"
+	@echo "make lint     ruff on the package, tests and notebooks"
+	@echo "make execute  re-execute notebooks in place (maintainers; NB=notebooks/03_*.ipynb for one)"
+	@echo "make clean    remove build/ and caches (keeps .venv)"
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PIP_QUIET) --upgrade "pip>=23.1" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install $(PIP_QUIET) "$(TORCH_PIN)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install $(PIP_QUIET) -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, quantcourse, nbval, papermill, hypothesis" 
+	$(PY) -m ipykernel install --sys-prefix --name quantcourse --display-name "Python (quantcourse)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+course: $(STAMP)
+	$(PY) -m tests.run_notebooks --mode full --out build/executed
+	$(JUPYTER) nbconvert --to html --output-dir build/site build/executed/*.ipynb >/dev/null 2>&1
+	$(PY) -m tests.site_index build/site
+	@echo "executed notebooks: build/executed/   site: build/site/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests -m "not notebook"
+
+test-nbval: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
+
+lab: $(STAMP)
+	$(JUPYTER) lab --ip=127.0.0.1 --notebook-dir=notebooks
+
+student: $(STAMP)
+	$(PY) -m quantcourse.checks.student notebooks build/student
+
+bench: $(STAMP)
+	$(PY) -m quantcourse.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check quantcourse tests notebooks
+
+execute: $(STAMP)
+	cd notebooks && for nb in $(patsubst notebooks/%,%,$(wildcard $(NB))); do \
+	  echo "executing $$nb"; \
+	  ../$(JUPYTER) nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.kernel_name=quantcourse --ExecutePreprocessor.timeout=600 $$nb || exit 1; \
+	done
+
+clean:
+	rm -rf build .pytest_cache .hypothesis .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,20 @@
+"""Exercise checkers: ``qc.checks.check_<name>(your_function)``.
+
+Each checker runs the learner's function on its own inputs, compares it with the package's
+reference, prints ``Correct: ...`` or raises ``CheckFailed`` with a message that says what
+differs. Checkers live in one module per notebook (``nbNN_slug.py``) and register themselves
+with the ``@checker`` decorator; this package exposes every registered checker by name.
+"""
+
+from . import (  # noqa: F401  (imported to register their checkers)
+    nb00_welcome,
+    nb01_number_formats,
+    nb02_scale_and_zero_point,
+    nb03_symmetric,
+    nb04_asymmetric,
+)
+from ._core import CHECKERS, CheckFailed
+
+globals().update(CHECKERS)
+
+__all__ = ["CHECKERS", "CheckFailed", *sorted(CHECKERS)]

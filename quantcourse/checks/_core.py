@@ -1,0 +1,83 @@
+"""Machinery shared by the exercise checkers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+CHECKERS: dict[str, Callable] = {}
+
+
+class CheckFailed(AssertionError):
+    """An exercise answer is not right yet; the message says what differs."""
+
+
+def checker(fn: Callable) -> Callable:
+    """Register ``fn`` as an exercise checker (``qc.checks.<name>``)."""
+    CHECKERS[fn.__name__] = fn
+    return fn
+
+
+def call(answer: Callable, *args, what: str, **kwargs):
+    """Call the learner's function, turning a stub or a crash into a clear ``CheckFailed``."""
+    if not callable(answer):
+        raise CheckFailed(f"{what}: expected a function, got {type(answer).__name__}")
+    try:
+        return answer(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(
+            f"{what}: not implemented yet: replace the `raise NotImplementedError` stub "
+            "with your solution"
+        ) from None
+    except CheckFailed:
+        raise
+    except Exception as exc:  # the learner's code crashed: report it as a failed check
+        raise CheckFailed(f"{what}: your function raised {type(exc).__name__}: {exc}") from exc
+
+
+def as_tensor(value, what: str) -> torch.Tensor:
+    """Accept a tensor or a number; anything else fails the check."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(value)
+    raise CheckFailed(f"{what}: expected a tensor or a number, got {type(value).__name__}")
+
+
+def fmt(t: torch.Tensor | float, n: int = 6) -> str:
+    """Short, rounded text for a tensor or number in a message."""
+    if isinstance(t, torch.Tensor):
+        flat = t.detach().reshape(-1).double().tolist()
+        shown = ", ".join(f"{v:.4g}" for v in flat[:n])
+        return "[" + shown + (", ..." if len(flat) > n else "") + "]" if t.ndim else shown
+    return f"{t:.4g}" if isinstance(t, float) and math.isfinite(t) else str(t)
+
+
+def expect_close(got, want: torch.Tensor, what: str, *, rtol=1e-5, atol=1e-7, hint="") -> None:
+    """Fail unless ``got`` has ``want``'s shape and values (within tolerance)."""
+    got = as_tensor(got, what)
+    if got.shape != want.shape:
+        raise CheckFailed(f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    if got.is_complex():
+        raise CheckFailed(f"{what}: expected real values, got {got.dtype}")
+    g, w = got.detach().double().cpu(), want.detach().double().cpu()
+    if not torch.allclose(g, w, rtol=rtol, atol=atol, equal_nan=False):
+        bad = (~torch.isclose(g, w, rtol=rtol, atol=atol)).nonzero()
+        idx = tuple(bad[0].tolist())
+        msg = (
+            f"{what}: {len(bad)} of {w.numel()} value(s) differ; "
+            f"at index {idx} expected {fmt(w[idx])}, got {fmt(g[idx])}"
+        )
+        raise CheckFailed(msg + (f". Hint: {hint}" if hint else ""))
+
+
+def expect_equal(got, want: torch.Tensor, what: str, *, hint: str = "") -> None:
+    """Fail unless ``got`` equals ``want`` exactly (integers)."""
+    expect_close(got, want, what, rtol=0.0, atol=0.0, hint=hint)
+
+
+def passed(what: str) -> None:
+    """Tell the learner the answer is right."""
+    print(f"Correct: {what}")

@@ -1,0 +1,79 @@
+"""The set-up files agree with each other and with DESIGN's layout."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import quantcourse as qc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~ \[;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pyproject_reqs() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = list(data["project"]["dependencies"]) + list(data["project"]["optional-dependencies"]["dev"])
+    return {_name(r): r.replace(" ", "") for r in reqs}
+
+
+def _environment_reqs() -> dict[str, str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    reqs = {}
+    for line in lines[start + 1 :]:
+        item = line.strip()
+        if not item.startswith("- ") or item == "- -e .":
+            continue
+        req = item[2:].strip()
+        reqs[_name(req)] = req.replace(" ", "")
+    return reqs
+
+
+def test_environment_yml_matches_pyproject():
+    py, env = _pyproject_reqs(), _environment_reqs()
+    assert set(py) == set(env), f"only in pyproject: {set(py) - set(env)}; only in environment.yml: {set(env) - set(py)}"
+    differ = {k: (py[k], env[k]) for k in py if py[k] != env[k]}
+    assert not differ, f"version pins differ: {differ}"
+
+
+def test_required_dependencies_present():
+    needed = {"torch", "numpy", "matplotlib", "jupyterlab", "nbval", "papermill", "scikit-learn",
+              "tqdm", "safetensors", "pytest", "hypothesis", "ruff"}
+    assert needed <= set(_pyproject_reqs())
+
+
+def test_torch_requirement_is_permissive():
+    assert _pyproject_reqs()["torch"] == "torch>=2.4"
+
+
+def test_parser_detects_a_mismatch(tmp_path, monkeypatch):
+    text = (ROOT / "environment.yml").read_text().replace("tqdm>=4.65", "tqdm>=9.9")
+    (tmp_path / "environment.yml").write_text(text)
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    assert _environment_reqs()["tqdm"] == "tqdm>=9.9"
+
+
+def test_public_names_exist_and_are_documented():
+    for name in qc.__all__:
+        obj = getattr(qc, name)
+        if callable(obj):
+            assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+
+
+def test_every_module_names_its_notebook():
+    for path in sorted((ROOT / "quantcourse").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        doc = path.read_text().split('"""')[1]
+        assert ".ipynb" in doc or path.name == "bench.py", f"{path.name}: docstring names no notebook"
+
+
+def test_gitignore_covers_generated_paths():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for entry in [".venv/", "build/", ".pytest_cache/", ".hypothesis/", ".ipynb_checkpoints/"]:
+        assert entry in ignored
