@@ -19,6 +19,7 @@ Conventions (DESIGN section 4), matched bit for bit with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -307,15 +308,23 @@ def _check_device(qp: QParams, x: torch.Tensor, fn: str) -> None:
 
 
 def _quantize_per_tensor_cpu(x: torch.Tensor, inv: float, z: int, qp: QParams, fn: str):
-    """Blocked CPU path: each block is scaled, rounded and clamped while it sits in cache."""
+    """Blocked CPU path: each block is scaled, checked, rounded and clamped while in cache.
+
+    Every step is a plain PyTorch op; working block by block keeps the float temporaries in
+    the L2 cache, so the input is read from memory once and only the integers are written.
+    """
     flat = x.reshape(-1)
     out = torch.empty(flat.shape, dtype=qp.dtype)
     buf = torch.empty(min(_BLOCK, flat.numel()), dtype=torch.float32)
     # Clamping to [qmin - z, qmax - z] before adding z equals clamping after: all integers.
     lo, hi = qp.qmin - z, qp.qmax - z
-    for xb, qb in zip(flat.split(_BLOCK), out.split(_BLOCK)):
+    for xb, qb in zip(flat.split(_BLOCK), out.split(_BLOCK), strict=True):
         b = buf[: xb.numel()]
         torch.mul(xb, inv, out=b)
+        # NaN or Inf in the block make its scaled sum non-finite (a finite value too large
+        # for float32 after scaling can too: the exact check below tells them apart).
+        if not math.isfinite(float(b.sum())) and not bool(torch.isfinite(xb).all()):
+            _raise_nonfinite(x, fn)
         b.round_()
         b.clamp_(lo, hi)
         if z:
@@ -341,9 +350,6 @@ def quantize(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     ):
         if qp.scale.numel() != 1:
             _broadcast(qp, x, fn)
-        mn, mx = torch.aminmax(x32)
-        if not (bool(torch.isfinite(mn)) and bool(torch.isfinite(mx))):
-            _raise_nonfinite(x, fn)
         inv = float(torch.reciprocal(qp.scale.reshape(())))
         return _quantize_per_tensor_cpu(x32.contiguous(), inv, int(qp.zero_point), qp, fn)
     scale, zp, xv = _broadcast(qp, x32, fn)

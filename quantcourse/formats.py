@@ -102,8 +102,11 @@ def decompose_float(x: torch.Tensor | float, dtype: torch.dtype = torch.float32)
     exponent = (raw >> m) & ((1 << e) - 1)
     mantissa = raw & ((1 << m) - 1)
     bits = [
-        f"{int(s)}|{int(ex):0{e}b}|{int(ma):0{m}b}"
-        for s, ex, ma in zip(sign.reshape(-1), exponent.reshape(-1), mantissa.reshape(-1))
+        f"{s}|{ex:0{e}b}|{ma:0{m}b}"
+        for s, ex, ma in zip(
+            sign.reshape(-1).tolist(), exponent.reshape(-1).tolist(), mantissa.reshape(-1).tolist(),
+            strict=True,
+        )
     ]
     return {
         "sign": sign,

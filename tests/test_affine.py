@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import quantcourse as qc
@@ -434,7 +434,6 @@ def test_bad_qparams():
     _raises(ValueError, "finite", qc.QParams, torch.tensor(float("inf")), torch.tensor(0), -127, 127)
     _raises(ValueError, "qmin", qc.QParams, torch.tensor(0.1), torch.tensor(0), 5, 5)
     _raises(ValueError, "integers", qc.QParams, torch.tensor(0.1), torch.tensor(0.5), 0, 255)
-    qp = qc.symmetric_qparams(torch.ones(3))
     _raises(TypeError, "QParams", qc.quantize, torch.ones(3), (0.1, 0))
 
 

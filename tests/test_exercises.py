@@ -1,0 +1,115 @@
+"""The exercise machinery: every checker accepts the notebook's reference solution and rejects
+the student stub and at least one plausible wrong answer with a message naming what differs."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import math
+import pkgutil
+
+import numpy as np
+import pytest
+import torch
+
+import quantcourse as qc
+from quantcourse.checks import CHECKERS, CheckFailed
+from quantcourse.checks.student import STUB, has_solution, strip_solutions
+
+from . import wrong_answers
+from .notebook_utils import notebook_paths, read
+
+
+def _exercise_cells():
+    cells = []
+    for path in notebook_paths():
+        for i, cell in enumerate(read(path).cells):
+            if cell.cell_type == "code" and has_solution(cell.source):
+                cells.append(pytest.param(cell.source, id=f"{path.stem}-cell{i}"))
+    return cells
+
+
+def _wrong_answers() -> dict[str, list]:
+    table: dict[str, list] = {}
+    for mod in pkgutil.iter_modules(wrong_answers.__path__):
+        module = importlib.import_module(f"{wrong_answers.__name__}.{mod.name}")
+        for name, cases in getattr(module, "WRONG_ANSWERS", {}).items():
+            table.setdefault(name, []).extend(cases)
+    return table
+
+
+WRONG = _wrong_answers()
+EXERCISES = _exercise_cells()
+
+
+def _run(source: str) -> str:
+    namespace = {"qc": qc, "torch": torch, "np": np, "math": math}
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(source, "<exercise>", "exec"), namespace)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("source", EXERCISES)
+def test_reference_solution_passes(source):
+    torch.manual_seed(0)
+    out = _run(source)
+    assert "Correct:" in out
+
+
+@pytest.mark.parametrize("source", EXERCISES)
+def test_student_stub_fails_with_a_clear_message(source):
+    stub = strip_solutions(source)
+    assert STUB in stub and "# BEGIN SOLUTION" not in stub
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        _run(stub)
+
+
+def test_every_checker_is_used_by_an_exercise():
+    used = "\n".join(p.values[0] for p in EXERCISES)
+    unused = [name for name in CHECKERS if f"qc.checks.{name}(" not in used]
+    assert not unused, f"checkers no exercise calls: {unused}"
+
+
+def test_every_checker_has_a_wrong_answer():
+    missing = [name for name in CHECKERS if not WRONG.get(name)]
+    assert not missing, f"checkers with no plausible wrong answer in tests/wrong_answers: {missing}"
+    unknown = sorted(set(WRONG) - set(CHECKERS))
+    assert not unknown, f"wrong answers for unknown checkers: {unknown}"
+
+
+@pytest.mark.parametrize(
+    "name, answer, needle",
+    [pytest.param(name, answer, needle, id=f"{name}-{getattr(answer, '__name__', i)}")
+     for name, cases in sorted(WRONG.items()) for i, (answer, needle) in enumerate(cases)],
+)
+def test_wrong_answer_is_rejected_with_what_differs(name, answer, needle):
+    torch.manual_seed(0)
+    with pytest.raises(CheckFailed) as info:
+        with contextlib.redirect_stdout(io.StringIO()):
+            CHECKERS[name](answer)
+    message = str(info.value)
+    assert needle.lower() in message.lower(), message
+    assert "not implemented" not in message
+
+
+def test_strip_solutions_keeps_indentation_and_rejects_bad_markers():
+    src = "def f(x):\n    # BEGIN SOLUTION\n    return x\n    # END SOLUTION\n\nqc.checks.x(f)"
+    assert strip_solutions(src) == f"def f(x):\n    {STUB}\n\nqc.checks.x(f)"
+    for bad in ["# BEGIN SOLUTION\nx", "# END SOLUTION", "# BEGIN SOLUTION\n# BEGIN SOLUTION"]:
+        with pytest.raises(ValueError):
+            strip_solutions(bad)
+
+
+def test_make_student_writes_stubbed_notebooks_without_outputs(tmp_path):
+    from quantcourse.checks.student import make_student
+
+    paths = make_student(notebook_paths()[0].parent, tmp_path)
+    assert [p.name for p in paths] == [p.name for p in notebook_paths()]
+    for path in paths:
+        nb = read(path)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code)
+        src = "\n".join(c.source for c in code)
+        assert "# BEGIN SOLUTION" not in src and STUB in src
