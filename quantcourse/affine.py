@@ -316,20 +316,27 @@ def _quantize_per_tensor_cpu(x: torch.Tensor, inv: float, z: int, qp: QParams, f
     flat = x.reshape(-1)
     out = torch.empty(flat.shape, dtype=qp.dtype)
     buf = torch.empty(min(_BLOCK, flat.numel()), dtype=torch.float32)
+    # PyTorch converts float to int8 several times faster than float to uint8, so a uint8
+    # grid is computed shifted down by 128, stored through an int8 view, and shifted back
+    # by flipping the top bit ((v - 128) mod 256 xor 0x80 == v).
+    shift = 128 if qp.dtype == torch.uint8 else 0
+    store = out.view(torch.int8) if shift else out
     # Clamping to [qmin - z, qmax - z] before adding z equals clamping after: all integers.
     lo, hi = qp.qmin - z, qp.qmax - z
-    for xb, qb in zip(flat.split(_BLOCK), out.split(_BLOCK), strict=True):
+    for xb, qb in zip(flat.split(_BLOCK), store.split(_BLOCK), strict=True):
         b = buf[: xb.numel()]
         torch.mul(xb, inv, out=b)
-        # NaN or Inf in the block make its scaled sum non-finite (a finite value too large
-        # for float32 after scaling can too: the exact check below tells them apart).
+        # NaN or Inf in the block make its scaled sum non-finite (a finite value that
+        # overflows once scaled can too: the exact check tells them apart).
         if not math.isfinite(float(b.sum())) and not bool(torch.isfinite(xb).all()):
             _raise_nonfinite(x, fn)
         b.round_()
         b.clamp_(lo, hi)
-        if z:
-            b.add_(z)
+        if z - shift:
+            b.add_(z - shift)
         qb.copy_(b)
+        if shift:
+            qb.view(torch.uint8).bitwise_xor_(0x80)
     return out.reshape(x.shape)
 
 
@@ -360,6 +367,28 @@ def quantize(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     return q.reshape(x.shape)
 
 
+def _check_codes(q: torch.Tensor, qp: QParams, fn: str) -> None:
+    lo, hi = torch.aminmax(q)
+    if int(lo) < qp.qmin or int(hi) > qp.qmax:
+        raise ValueError(
+            f"{fn}: integers span [{int(lo)}, {int(hi)}], outside the grid "
+            f"[{qp.qmin}, {qp.qmax}] of these QParams"
+        )
+
+
+def _dequantize_per_tensor_cpu(q: torch.Tensor, s: float, z: int, qp: QParams, fn: str):
+    """Blocked CPU path: convert, shift and scale each block while it is in cache."""
+    flat = q.reshape(-1)
+    out = torch.empty(flat.shape, dtype=torch.float32)
+    for qb, ob in zip(flat.split(_BLOCK), out.split(_BLOCK), strict=True):
+        _check_codes(qb, qp, fn)
+        ob.copy_(qb)
+        if z:
+            ob.sub_(z)
+        ob.mul_(s)
+    return out.reshape(q.shape)
+
+
 def dequantize(q: torch.Tensor, qp: QParams) -> torch.Tensor:
     """Map integers back to float32: ``s * (q - z)``."""
     fn = "dequantize"
@@ -373,13 +402,10 @@ def dequantize(q: torch.Tensor, qp: QParams) -> torch.Tensor:
     if q.numel() == 0:
         _broadcast(qp, q, fn)
         return torch.empty(q.shape, dtype=torch.float32, device=q.device)
-    qmin, qmax = torch.aminmax(q)
-    if int(qmin) < qp.qmin or int(qmax) > qp.qmax:
-        raise ValueError(
-            f"{fn}: integers span [{int(qmin)}, {int(qmax)}], outside the grid "
-            f"[{qp.qmin}, {qp.qmax}] of these QParams"
-        )
     scale, zp, qv = _broadcast(qp, q, fn)
+    if qv.dim() == q.dim() and scale.numel() == 1 and q.device.type == "cpu" and q.numel() > _BLOCK:
+        return _dequantize_per_tensor_cpu(q, float(scale), int(zp), qp, fn)
+    _check_codes(q, qp, fn)
     return (scale * (qv.to(torch.float32) - zp)).reshape(q.shape)
 
 

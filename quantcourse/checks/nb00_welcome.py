@@ -115,6 +115,8 @@ def _roundtrip_hint(x: torch.Tensor, got: torch.Tensor) -> str:
     if amax == 0.0:
         return "an all-zero tensor must come back as zeros"
     s = amax / 127
+    if torch.allclose(got, x.double(), rtol=0.0, atol=0.0):
+        return "your output is the input unchanged: quantize to the grid, then dequantize"
     if bool((got == got.round()).all()) and float(got.abs().max()) <= 128:
         return "these look like the integers q: multiply them back by the scale (dequantize)"
     levels = torch.unique(got)

@@ -30,7 +30,7 @@ def _pair_of_numbers(got, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise CheckFailed(f"{what}: expected a pair (scale, zero_point), got {type(got).__name__}")
     out = []
-    for value, name in zip(got, ("scale", "zero point")):
+    for value, name in zip(got, ("scale", "zero point"), strict=True):
         t = as_tensor(value, f"{what}: {name}")
         if t.numel() != 1:
             raise CheckFailed(f"{what}: {name} should be one number, got shape {tuple(t.shape)}")
@@ -43,6 +43,8 @@ def _zp_hint(z: float, want: int, x_min: float, x_max: float, qmin: int, qmax: i
     lo = min(x_min, 0.0)
     if z != z:  # NaN
         return "the zero point is NaN: did you divide by a zero scale?"
+    if z != round(z):
+        return "the zero point must be an integer code: z = qmin - round(min / s)"
     if abs(z - want) == 1:
         return ("off by one: z = qmin - round(min / s), rounding half to even "
                 "(torch.round or Python's round), with no extra +1 or -1")
@@ -58,7 +60,7 @@ def _zp_hint(z: float, want: int, x_min: float, x_max: float, qmin: int, qmax: i
 
 @checker
 def check_zero_point(answer) -> None:
-    """``answer(x_min, x_max, bits, signed)`` returns ``(scale, zero_point)`` for an asymmetric grid."""
+    """``answer(x_min, x_max, bits, signed)`` returns ``(scale, zero_point)``."""
     for x_min, x_max, bits, signed in _ZP_CASES:
         what = f"asym_qparams(x_min={x_min}, x_max={x_max}, bits={bits}, signed={signed})"
         got = call(answer, x_min, x_max, bits, signed, what=what)

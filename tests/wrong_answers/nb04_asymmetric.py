@@ -26,6 +26,13 @@ def zp_sign_error(x_min, x_max, bits, signed=False):  # qmin + round(min / s)
     return s, qmin + round(lo / s)
 
 
+def zp_not_rounded(x_min, x_max, bits, signed=False):  # a fractional zero point
+    qmin, qmax = _grid(bits, signed)
+    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
+    s = (hi - lo) / (qmax - qmin)
+    return s, min(max(qmin - lo / s, qmin), qmax)
+
+
 def zp_not_widened(x_min, x_max, bits, signed=False):  # the notes' recipe: clamped, not widened
     qmin, qmax = _grid(bits, signed)
     s = max((x_max - x_min) / (qmax - qmin), EPS)
@@ -137,6 +144,7 @@ WRONG_ANSWERS = {
     "check_zero_point": [
         (zp_off_by_one, "off by one"),
         (zp_sign_error, "sign error"),
+        (zp_not_rounded, "integer code"),
         (zp_not_widened, "include 0"),
         (zp_not_widened_not_clamped, "include 0"),
         (zp_narrow_signed_grid, "scale"),
