@@ -12,7 +12,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 NB     ?= notebooks/[0-9][0-9]_*.ipynb
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600
 
-.PHONY: help setup course test test-unit test-quick test-nbval lab student site bench lint execute clean
+.PHONY: help setup course test test-unit test-nbval lab student bench retrain lint execute clean
 
 help:
 	@echo "make course   set up, execute every notebook into build/executed/, render build/site/"
@@ -20,6 +20,7 @@ help:
 	@echo "make lab      open JupyterLab on the notebooks (kernel: quantcourse)"
 	@echo "make student  write the student copy (solutions stubbed) to build/student/"
 	@echo "make bench    measure this machine: python -m quantcourse.bench"
+	@echo "make retrain  retrain the shipped digits CNN weights (seeded; prints test accuracy)"
 	@echo "make lint     ruff on the package, tests and notebooks"
 	@echo "make execute  re-execute notebooks in place (maintainers; NB=notebooks/03_*.ipynb for one)"
 	@echo "make clean    remove build/ and caches (keeps .venv)"
@@ -59,6 +60,9 @@ student: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m quantcourse.bench
+
+retrain: $(STAMP)
+	$(PY) -W ignore::RuntimeWarning -m quantcourse.models retrain
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check quantcourse tests notebooks

@@ -17,6 +17,7 @@ from .affine import (
     quantize,
     symmetric_qparams,
 )
+from .data import corpus, digits_data
 from .env import environment_report
 from .formats import (
     FLOAT_LAYOUTS,
@@ -34,44 +35,74 @@ from .metrics import (
     max_abs_error,
     model_nbytes,
     mse,
+    quantized_model_nbytes,
     quantized_nbytes,
     sqnr_db,
     tensor_nbytes,
 )
+from .models import DigitsCNN, digits_cnn, embedding_fidelity, evaluate_digits, minilm
 from .naive import naive_asymmetric_quantize, naive_dequantize, naive_symmetric_quantize
+from .observers import (
+    EntropyObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    Observer,
+    PercentileObserver,
+    qparams_from_range,
+)
+from .packing import pack_bits, packed_nbytes, unpack_bits
 from .plotting import plot_error_vs_bits, plot_quant_grid
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "FLOAT_LAYOUTS",
-    "FloatLayout",
-    "QParams",
     "asymmetric_qparams",
     "checks",
     "compose_float",
+    "corpus",
     "cosine_similarity",
     "decompose_float",
     "dequantize",
+    "digits_cnn",
+    "digits_data",
+    "DigitsCNN",
+    "embedding_fidelity",
+    "EntropyObserver",
     "environment_report",
+    "evaluate_digits",
     "fake_quantize",
     "fixed_qparams",
     "float_layout",
+    "FLOAT_LAYOUTS",
+    "FloatLayout",
     "format_info",
     "from_fixed",
     "max_abs_error",
+    "minilm",
+    "MinMaxObserver",
     "model_nbytes",
+    "MovingAverageMinMaxObserver",
     "mse",
+    "MSEObserver",
     "naive_asymmetric_quantize",
     "naive_dequantize",
     "naive_symmetric_quantize",
+    "Observer",
+    "pack_bits",
+    "packed_nbytes",
+    "PercentileObserver",
     "plot_error_vs_bits",
     "plot_quant_grid",
+    "QParams",
+    "qparams_from_range",
     "qrange",
     "quantize",
+    "quantized_model_nbytes",
     "quantized_nbytes",
     "sqnr_db",
     "symmetric_qparams",
     "tensor_nbytes",
     "to_fixed",
+    "unpack_bits",
 ]

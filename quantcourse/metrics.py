@@ -20,6 +20,7 @@ __all__ = [
     "tensor_nbytes",
     "model_nbytes",
     "quantized_nbytes",
+    "quantized_model_nbytes",
 ]
 
 
@@ -91,3 +92,47 @@ def quantized_nbytes(numel: int, qp: QParams, *, bits: int | None = None) -> int
     payload = math.ceil(numel * bits / 8)
     zp_bytes = n_scales * math.ceil(qp.bits / 8) if bool((qp.zero_point != 0).any()) else 0
     return payload + 4 * n_scales + zp_bytes
+
+
+def quantized_model_nbytes(
+    model: torch.nn.Module,
+    bits: int,
+    *,
+    axis: int | None = 0,
+    group_size: int | None = None,
+    symmetric: bool = True,
+) -> int:
+    """Bytes a deployed file would hold with every weight matrix quantized to ``bits``.
+
+    Counts what the file stores, not the simulated float tensors: each parameter with two or
+    more dimensions as packed ``bits``-bit integers plus its scales (and zero points when
+    asymmetric), at the given granularity (per output channel by default); every other
+    parameter and buffer (biases, norms) at its own size. With ``group_size``, each output
+    row's flattened inputs are split into groups of that many values, one scale each.
+    """
+    from .affine import asymmetric_qparams, symmetric_qparams
+
+    if group_size is not None and axis not in (None, 0):
+        raise ValueError("quantized_model_nbytes: per-group sizes group each output row; "
+                         "leave axis at 0 or None")
+    make = symmetric_qparams if symmetric else asymmetric_qparams
+    total = 0
+    for p in model.parameters():
+        w = p.detach()
+        if w.ndim >= 2:
+            if group_size is not None:
+                # Groups run along each output row's flattened inputs (a conv kernel's
+                # in_channels * kh * kw), as weight-only formats store them.
+                rows = w.float().reshape(w.shape[0], -1)
+                if rows.shape[1] % group_size:
+                    raise ValueError(
+                        f"quantized_model_nbytes: group_size {group_size} does not divide the "
+                        f"{rows.shape[1]} inputs per output row of a weight shaped {tuple(w.shape)}"
+                    )
+                qp = make(rows, bits, group_size=group_size)
+            else:
+                qp = make(w.float(), bits, axis=axis)
+            total += quantized_nbytes(w.numel(), qp, bits=bits)
+        else:
+            total += tensor_nbytes(w)
+    return total + sum(tensor_nbytes(b) for b in model.buffers())

@@ -54,3 +54,19 @@ def test_metric_inputs_are_checked():
         qc.mse(torch.zeros(3), torch.zeros(4))
     with pytest.raises(TypeError, match="floating-point"):
         qc.mse(torch.zeros(3, dtype=torch.int32), torch.zeros(3))
+
+
+def test_quantized_model_nbytes_counts_packed_bits_scales_and_float_leftovers():
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 8))
+    # conv weight 4x2x3x3 = 72 values, linear 8x16 = 128 values; biases 4 + 8 floats
+    per_channel_4bit = (72 * 4 + 7) // 8 + 4 * 4 + (128 * 4) // 8 + 8 * 4 + (4 + 8) * 4
+    assert qc.quantized_model_nbytes(model, 4) == per_channel_4bit
+    per_tensor_8bit = 72 + 4 + 128 + 4 + (4 + 8) * 4
+    assert qc.quantized_model_nbytes(model, 8, axis=None) == per_tensor_8bit
+    # groups of 2 along each row's 18 (conv) and 16 (linear) inputs
+    grouped = 72 // 2 + 36 * 4 + 128 // 2 + 64 * 4 + (4 + 8) * 4
+    assert qc.quantized_model_nbytes(model, 4, group_size=2) == grouped
+    asym = qc.quantized_model_nbytes(model, 8, symmetric=False)
+    assert asym >= per_tensor_8bit  # zero points cost bytes
+    with pytest.raises(ValueError, match="does not divide the 18 inputs"):
+        qc.quantized_model_nbytes(model, 4, group_size=4)

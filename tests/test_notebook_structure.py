@@ -21,8 +21,9 @@ def test_there_are_notebooks():
     assert len(PATHS) >= 5
 
 
-def test_numbers_are_consecutive_from_zero():
-    assert [int(p.name[:2]) for p in PATHS] == list(range(len(PATHS)))
+def test_numbers_start_at_zero_and_are_unique():
+    numbers = [int(p.name[:2]) for p in PATHS]
+    assert numbers[0] == 0 and len(set(numbers)) == len(numbers)
 
 
 @pytest.fixture(params=PATHS, ids=IDS)
