@@ -12,6 +12,9 @@ from . import (  # noqa: F401  (imported to register their checkers)
     nb02_scale_and_zero_point,
     nb03_symmetric,
     nb04_asymmetric,
+    nb05_granularity_and_calibration,
+    nb06_bit_widths_and_packing,
+    nb09_weights_vs_activations,
 )
 from ._core import CHECKERS, CheckFailed
 
