@@ -30,6 +30,21 @@ from .formats import (
     from_fixed,
     to_fixed,
 )
+from .kernels import (
+    FbgemmDynamicLinear,
+    W4A16Linear,
+    W8A8Linear,
+    W8A16Linear,
+    fbgemm_available,
+    int8_matmul,
+    int8_matmul_path,
+    int8_matmul_reference,
+    load_quantized,
+    quantize_per_token,
+    save_quantized,
+    w8a8_linear,
+    weight_only_linear,
+)
 from .metrics import (
     cosine_similarity,
     max_abs_error,
@@ -53,6 +68,7 @@ from .observers import (
 )
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .plotting import plot_error_vs_bits, plot_quant_grid
+from .timing import time_median, time_paired
 
 __version__ = "0.1.0"
 
@@ -72,12 +88,18 @@ __all__ = [
     "environment_report",
     "evaluate_digits",
     "fake_quantize",
+    "fbgemm_available",
+    "FbgemmDynamicLinear",
     "fixed_qparams",
     "float_layout",
     "FLOAT_LAYOUTS",
     "FloatLayout",
     "format_info",
     "from_fixed",
+    "int8_matmul",
+    "int8_matmul_path",
+    "int8_matmul_reference",
+    "load_quantized",
     "max_abs_error",
     "minilm",
     "MinMaxObserver",
@@ -98,11 +120,20 @@ __all__ = [
     "qparams_from_range",
     "qrange",
     "quantize",
+    "quantize_per_token",
     "quantized_model_nbytes",
     "quantized_nbytes",
+    "save_quantized",
     "sqnr_db",
     "symmetric_qparams",
     "tensor_nbytes",
+    "time_median",
+    "time_paired",
     "to_fixed",
     "unpack_bits",
+    "W4A16Linear",
+    "W8A16Linear",
+    "w8a8_linear",
+    "W8A8Linear",
+    "weight_only_linear",
 ]

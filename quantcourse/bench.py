@@ -6,16 +6,19 @@ time over case time, plus ``gb_per_s``), ``results.md`` (a table) and PNG plots.
 is the median of repeated runs after a warm-up, compared with a baseline measured in the
 same run, with the machine named. Notebook 14 reads these tables; no test times anything.
 
-Suites:
+Suites (``all`` runs every one; about 3 minutes on 2 CPU cores):
   kernels   per-tensor parameters + quantize of a 64 MiB float32 tensor against a plain copy,
             the naive ``abs().max()`` chain and PyTorch's fused (deprecated) quantize op.
+  gemm      ``int8_matmul`` against a float32 matmul (CPU) or bfloat16 ``torch.mm`` (GPU).
+  linear    W8A8, fbgemm dynamic int8 (CPU), W8A16 and W4A16 linear layers against float32
+            ``nn.Linear`` (CPU) or bfloat16 / float16 (GPU), batch 1 to 512, several shapes.
+  minilm    all-MiniLM-L6-v2 encoding the course corpus, float32 against int8 linear layers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -23,27 +26,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .affine import asymmetric_qparams, dequantize, quantize, symmetric_qparams
 from .env import environment_report
+from .kernels import (
+    FbgemmDynamicLinear,
+    W4A16Linear,
+    W8A8Linear,
+    W8A16Linear,
+    fbgemm_available,
+    int8_matmul,
+    int8_matmul_path,
+)
+from .timing import time_median, time_paired
 
-__all__ = ["time_median", "time_paired", "bench_kernels", "main"]
-
-
-def time_median(fn: Callable[[], object], *, repeat: int = 15, warmup: int = 3,
-                device: str = "cpu") -> float:
-    """Median wall time of ``fn()`` in seconds, synchronising CUDA around each call."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+__all__ = [
+    "time_median", "time_paired", "bench_kernels", "bench_gemm", "bench_linear", "bench_minilm",
+    "main",
+]
 
 
 def _record(case, device, shape, seconds, baseline, baseline_seconds, nbytes, batch=None):
@@ -111,15 +112,6 @@ def _compiled_quantize(x: torch.Tensor):
     return run, seconds
 
 
-def time_paired(fn: Callable[[], object], baseline: Callable[[], object], *, repeat: int = 15,
-                warmup: int = 3, device: str = "cpu") -> tuple[float, float]:
-    """Median times of ``fn`` and ``baseline``, run alternately so drift hits both alike."""
-    pairs = [(time_median(fn, repeat=1, warmup=warmup if i == 0 else 0, device=device),
-              time_median(baseline, repeat=1, warmup=warmup if i == 0 else 0, device=device))
-             for i in range(repeat)]
-    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
-
-
 def bench_kernels(
     device: str = "cpu", mib: int = 64, repeat: int = 15, progress=None, compile_: bool = True
 ) -> list[dict]:
@@ -171,73 +163,251 @@ def bench_kernels(
     return records
 
 
+def _gemm_record(case, device, shape, batch, seconds, baseline, baseline_seconds):
+    m, k, n = shape
+    rec = _record(case, device, shape, seconds, baseline, baseline_seconds, 0, batch=batch)
+    del rec["gb_per_s"]
+    rec["gflop_per_s"] = 2 * m * k * n / seconds / 1e9
+    return rec
+
+
+def bench_gemm(device: str = "cpu", shapes=((1, 4096, 4096), (512, 4096, 4096)),
+               repeat: int = 7, progress=None) -> list[dict]:
+    """``int8_matmul`` (M,K)x(K,N) against float32 (CPU) or bfloat16 (GPU) ``torch.mm``."""
+    gen = torch.Generator().manual_seed(0)
+    float_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    records = []
+    for m, k, n in shapes:
+        if progress:
+            progress(f"gemm {m}x{k}x{n}")
+        a = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=gen).to(device)
+        b = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=gen).to(device)
+        fa, fb = a.to(float_dtype), b.to(float_dtype)
+        seconds, base_s = time_paired(lambda a=a, b=b: int8_matmul(a, b),
+                                      lambda fa=fa, fb=fb: torch.mm(fa, fb),
+                                      repeat=repeat, device=device)
+        case = f"int8_matmul ({int8_matmul_path(device)})"
+        base = f"{str(float_dtype).replace('torch.', '')} torch.mm"
+        records.append(_gemm_record(case, device, (m, k, n), m, seconds, base, base_s))
+    return records
+
+
+def _linear_cases(device: str):
+    cases = [("W8A8Linear (dynamic per-token int8)", W8A8Linear.from_float)]
+    if device == "cpu" and fbgemm_available():
+        cases.append(("FbgemmDynamicLinear (PyTorch x86 int8)", FbgemmDynamicLinear.from_float))
+    cases += [("W8A16Linear (int8 weights, per channel)", W8A16Linear.from_float),
+              ("W4A16Linear (packed int4, groups of 128)", W4A16Linear.from_float)]
+    return cases
+
+
+def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
+                 batches=(1, 8, 64, 256, 512), repeat: int = 5, progress=None) -> list[dict]:
+    """Quantized linear layers against the float layer they replace, per batch size.
+
+    ``shapes`` are ``(in_features, out_features)``. The baseline is float32 ``nn.Linear`` on
+    the CPU and a bfloat16 copy of it on a GPU.
+    """
+    torch.manual_seed(0)
+    records = []
+    for k, n in shapes:
+        linear = nn.Linear(k, n).to(device).eval()
+        if device.startswith("cuda"):
+            base_layer, base_name = linear.to(torch.bfloat16), "bf16 nn.Linear"
+        else:
+            base_layer, base_name = linear, "fp32 nn.Linear"
+        layers = [(name, make(nn.Linear(k, n).to(device).eval())) for name, make in
+                  _linear_cases(device)]
+        for batch in batches:
+            x = torch.randn(batch, k, device=device)
+            xb = x.to(next(base_layer.parameters()).dtype)
+            for name, layer in layers:
+                if progress:
+                    progress(f"{name[:12]} {k}x{n} b{batch}")
+                with torch.no_grad():
+                    seconds, base_s = time_paired(lambda layer=layer, x=x: layer(x),
+                                                  lambda xb=xb, bl=base_layer: bl(xb),
+                                                  repeat=repeat, device=device)
+                records.append(_gemm_record(name, device, (batch, k, n), batch, seconds,
+                                            base_name, base_s))
+    return records
+
+
+def _swap_linears(module: nn.Module, make) -> int:
+    swapped = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, make(child))
+            swapped += 1
+        else:
+            swapped += _swap_linears(child, make)
+    return swapped
+
+
+def bench_minilm(repeat: int = 5, progress=None) -> list[dict]:
+    """all-MiniLM-L6-v2 encoding the corpus: float32 against int8 linear layers (CPU)."""
+    from .data import corpus
+    from .models import minilm
+
+    sentences = corpus()
+    reference = minilm()
+    cases = [("W8A8Linear everywhere", W8A8Linear.from_float)]
+    if fbgemm_available():
+        cases.insert(0, ("FbgemmDynamicLinear everywhere", FbgemmDynamicLinear.from_float))
+    records = []
+    for name, make in cases:
+        if progress:
+            progress(f"minilm {name[:20]}")
+        model = minilm()
+        swapped = _swap_linears(model, make)
+
+        def encode(m):
+            return m.encode(sentences, batch_size=64, convert_to_tensor=True,
+                            show_progress_bar=False)
+
+        with torch.no_grad():
+            seconds, base_s = time_paired(lambda model=model: encode(model),
+                                          lambda: encode(reference), repeat=repeat, warmup=1)
+        rec = _record(f"MiniLM encode, {name}", "cpu", (len(sentences),), seconds,
+                      "MiniLM encode, fp32", base_s, 0, batch=64)
+        del rec["gb_per_s"]
+        rec["linear_layers_swapped"] = swapped
+        records.append(rec)
+    return records
+
+
+def _fmt_extra(r: dict) -> str:
+    if "gb_per_s" in r:
+        return f"{r['gb_per_s']:.1f} GB/s"
+    if "gflop_per_s" in r:
+        return f"{r['gflop_per_s']:.1f} GFLOP/s"
+    return ""
+
+
 def _markdown(records: list[dict], machine: str) -> str:
     lines = [
         f"Machine: {machine}",
         "",
-        "Ratio: baseline time over case time, both measured alternately in this run; "
-        "GB/s: float32 bytes of the tensor over the case time.",
+        "Ratio: baseline time over case time (above 1 means faster than the baseline), both "
+        "medians of runs alternated with each other in this run.",
         "",
-        "| case | device | seconds | GB/s | baseline | baseline seconds | ratio to baseline "
-        "| ratio to torch fused |",
-        "|---|---|---:|---:|---|---:|---:|---:|",
+        "| suite | case | device | shape | seconds | throughput | baseline | baseline seconds "
+        "| ratio | ratio to torch fused |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in records:
         fused = r.get("ratio_to_torch_fused")
         lines.append(
-            f"| {r['case']} | {r['device']} | {r['seconds'] * 1e3:.2f} ms | {r['gb_per_s']:.1f} | "
-            f"{r['baseline']} | {r['baseline_seconds'] * 1e3:.2f} ms | {r['ratio']:.2f} | "
+            f"| {r['suite']} | {r['case']} | {r['device']} | {'x'.join(map(str, r['shape']))} | "
+            f"{r['seconds'] * 1e3:.2f} ms | {_fmt_extra(r)} | {r['baseline']} | "
+            f"{r['baseline_seconds'] * 1e3:.2f} ms | {r['ratio']:.2f} | "
             f"{'' if fused is None else f'{fused:.2f}'} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _plot(records: list[dict], path: Path, machine: str) -> None:
+def _plot(records: list[dict], out: Path, machine: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(records) + 1.2))
-    names = [r["case"] for r in records]
-    ax.barh(names, [r["gb_per_s"] for r in records], color="tab:blue")
-    ax.invert_yaxis()
-    ax.set_xlabel("GB/s of float32 input (higher is better)")
-    ax.set_title(f"64 MiB tensor, {machine}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    written = []
+    kernels = [r for r in records if r["suite"] == "kernels"]
+    if kernels:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(kernels) + 1.2))
+        ax.barh([f"{r['case']} ({r['device']})" for r in kernels],
+                [r["gb_per_s"] for r in kernels], color="tab:blue")
+        ax.invert_yaxis()
+        ax.set_xlabel("GB/s of float32 input (higher is better)")
+        ax.set_title(f"64 MiB tensor, {machine}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / "kernels.png", dpi=100)
+        plt.close(fig)
+        written.append(out / "kernels.png")
+    linear = [r for r in records if r["suite"] == "linear"]
+    for device in sorted({r["device"] for r in linear}):
+        rows = [r for r in linear if r["device"] == device]
+        shapes = sorted({tuple(r["shape"][1:]) for r in rows})
+        fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 3.6), squeeze=False)
+        for ax, shape in zip(axes[0], shapes, strict=True):
+            for case in dict.fromkeys(r["case"] for r in rows):
+                pts = [(r["batch"], r["ratio"]) for r in rows
+                       if r["case"] == case and tuple(r["shape"][1:]) == shape]
+                ax.plot(*zip(*pts, strict=True), marker="o", label=case)
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch")
+            ax.set_ylabel(f"speed-up over {rows[0]['baseline']}")
+            ax.set_title(f"{shape[0]} -> {shape[1]} on {device}", fontsize=9)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(machine, fontsize=8)
+        fig.tight_layout()
+        path = out / f"linear_{device}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+SUITES = ("kernels", "gemm", "linear", "minilm")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure quantcourse kernels on this machine.")
-    parser.add_argument("suite", nargs="?", default="all", choices=["all", "kernels"])
+    parser.add_argument("suites", nargs="*", default=["all"], choices=["all", *SUITES],
+                        metavar="SUITE", help=f"all (default) or any of {', '.join(SUITES)}")
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
-    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--repeat", type=int, default=15, help="repeats of the kernels suite")
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the torch.compile case (it compiles for about 20 s)")
     args = parser.parse_args(argv)
+    suites = list(SUITES) if "all" in args.suites else list(dict.fromkeys(args.suites))
 
     from tqdm import tqdm
 
     env = environment_report()
     machine = f"{env['cpu']}, {env['cpu_cores']} cores, {env['torch_threads']} torch threads, " \
-              f"torch {env['torch']}"
+              f"torch {env['torch']}" + (f", {', '.join(env['cuda_devices'])}"
+                                         if env["cuda_devices"] else "")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    jobs = []
+    for suite in suites:
+        for device in devices if suite != "minilm" else ["cpu"]:
+            jobs.append((suite, device))
     records: list[dict] = []
-    with tqdm(total=len(devices), desc="kernels", unit="device") as bar:
-        for device in devices:
-            records += bench_kernels(device, args.mib, args.repeat,
-                                     progress=lambda name: bar.set_postfix_str(name[:40]),
-                                     compile_=not args.no_compile)
+    with tqdm(total=len(jobs), desc="bench", unit="suite") as bar:
+        for suite, device in jobs:
+            def progress(name, suite=suite, device=device):
+                bar.set_postfix_str(f"{suite}/{device}: {name}"[:50])
+            if suite == "kernels":
+                new = bench_kernels(device, args.mib, args.repeat, progress=progress,
+                                    compile_=not args.no_compile)
+            elif suite == "gemm":
+                shapes = ((1, 4096, 4096), (512, 4096, 4096))
+                if device.startswith("cuda"):
+                    shapes += ((8192, 8192, 8192),)
+                new = bench_gemm(device, shapes, progress=progress)
+            elif suite == "linear":
+                new = bench_linear(device, progress=progress)
+            else:
+                try:
+                    new = bench_minilm(progress=progress)
+                except ImportError as exc:
+                    tqdm.write(f"minilm suite skipped: {exc}")
+                    new = []
+            for r in new:
+                r["suite"] = suite
+            records += new
             bar.update()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
         {"machine": machine, "environment": env, "records": records}, indent=2))
     table = _markdown(records, machine)
     (args.out / "results.md").write_text(table)
-    _plot(records, args.out / "kernels.png", machine)
+    plots = _plot(records, args.out, machine)
     print(table)
     for r in records:
         if r["case"].startswith("qc symmetric"):
@@ -246,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         if "compile_seconds" in r:
             print(f"fused by torch.compile: {r['ratio']:.2f}x of copy after "
                   f"{r['compile_seconds']:.0f} s of compilation")
-    print(f"wrote {args.out}/results.json, results.md, kernels.png")
+    names = ", ".join(p.name for p in plots)
+    print(f"wrote {args.out}/results.json, results.md" + (f", {names}" if names else ""))
     return 0
 
 
