@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(PIP_QUIET) --upgrade "pip>=23.1" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install $(PIP_QUIET) "$(TORCH_PIN)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install $(PIP_QUIET) -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install $(PIP_QUIET) -e ".[dev,deploy]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import torch, quantcourse, nbval, papermill, hypothesis" 
 	$(PY) -m ipykernel install --sys-prefix --name quantcourse --display-name "Python (quantcourse)" >/dev/null
 	@touch $(STAMP)

@@ -18,6 +18,16 @@ from .affine import (
     symmetric_qparams,
 )
 from .data import corpus, digits_data
+from .deploy import (
+    QDQDigitsCNN,
+    export_digits_onnx,
+    onnx_accuracy,
+    onnx_op_counts,
+    onnx_predict,
+    onnx_quant_params,
+    onnx_session,
+    simulate_qdq,
+)
 from .env import environment_report
 from .formats import (
     FLOAT_LAYOUTS,
@@ -87,6 +97,7 @@ __all__ = [
     "EntropyObserver",
     "environment_report",
     "evaluate_digits",
+    "export_digits_onnx",
     "fake_quantize",
     "fbgemm_available",
     "FbgemmDynamicLinear",
@@ -111,11 +122,17 @@ __all__ = [
     "naive_dequantize",
     "naive_symmetric_quantize",
     "Observer",
+    "onnx_accuracy",
+    "onnx_op_counts",
+    "onnx_predict",
+    "onnx_quant_params",
+    "onnx_session",
     "pack_bits",
     "packed_nbytes",
     "PercentileObserver",
     "plot_error_vs_bits",
     "plot_quant_grid",
+    "QDQDigitsCNN",
     "QParams",
     "qparams_from_range",
     "qrange",
@@ -124,6 +141,7 @@ __all__ = [
     "quantized_model_nbytes",
     "quantized_nbytes",
     "save_quantized",
+    "simulate_qdq",
     "sqnr_db",
     "symmetric_qparams",
     "tensor_nbytes",

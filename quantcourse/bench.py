@@ -1,10 +1,11 @@
-"""Measure this machine: ``python -m quantcourse.bench [kernels]``.
+"""Measure this machine: ``python -m quantcourse.bench [all | kernels gemm linear minilm]``.
 
 Writes ``build/bench/results.json`` (one record per measurement: ``case``, ``device``,
 ``shape``, ``batch``, ``seconds``, ``baseline``, ``baseline_seconds``, ``ratio`` = baseline
 time over case time, plus ``gb_per_s``), ``results.md`` (a table) and PNG plots. Every figure
 is the median of repeated runs after a warm-up, compared with a baseline measured in the
-same run, with the machine named. Notebook 14 reads these tables; no test times anything.
+same run, with the machine named. Notebook 14 measures a smaller set in place with the same
+timing helpers and points here for the full tables; no test times anything.
 
 Suites (``all`` runs every one; about 3 minutes on 2 CPU cores):
   kernels   per-tensor parameters + quantize of a 64 MiB float32 tensor against a plain copy,
@@ -113,7 +114,7 @@ def _compiled_quantize(x: torch.Tensor):
 
 
 def bench_kernels(
-    device: str = "cpu", mib: int = 64, repeat: int = 15, progress=None, compile_: bool = True
+    device: str = "cpu", mib: int = 64, repeat: int = 15, progress=None, compile_: bool = False
 ) -> list[dict]:
     """Per-tensor parameters + quantize of a ``mib`` MiB float32 tensor against baselines.
 
@@ -140,15 +141,18 @@ def bench_kernels(
     fused = _torch_fused(x) if device == "cpu" else None
     if fused is not None:
         cases.insert(1, ("torch aminmax + quantize_per_tensor (fused, deprecated)", fused, "copy"))
-    if compile_:
-        if progress:
-            progress("torch.compile (compiling)")
-        compiled, compile_s = _compiled_quantize(x)
-        if compiled is not None:
-            cases.append(("qc qparams + torch.compile'd quantize formula", compiled, "copy"))
     records = []
     fused_s = None
-    for name, fn, base in cases:
+    for name, fn, base in cases + [("torch.compile", None, "copy")] * compile_:
+        if fn is None:
+            # Compiled last: inductor's own OpenMP threads keep spinning after it runs and
+            # would slow every eager case timed after them.
+            if progress:
+                progress("torch.compile (compiling)")
+            fn, compile_s = _compiled_quantize(x)
+            if fn is None:
+                continue
+            name = "qc qparams + torch.compile'd quantize formula"
         if progress:
             progress(name)
         seconds, base_s = time_paired(fn, baselines[base], repeat=repeat, device=device)
@@ -356,15 +360,24 @@ SUITES = ("kernels", "gemm", "linear", "minilm")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure quantcourse kernels on this machine.")
-    parser.add_argument("suites", nargs="*", default=["all"], choices=["all", *SUITES],
-                        metavar="SUITE", help=f"all (default) or any of {', '.join(SUITES)}")
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help=f"all (default) or any of {', '.join(SUITES)}")
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
     parser.add_argument("--repeat", type=int, default=15, help="repeats of the kernels suite")
     parser.add_argument("--mib", type=int, default=64)
-    parser.add_argument("--no-compile", action="store_true",
-                        help="skip the torch.compile case (it compiles for about 20 s)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the same formula fused by torch.compile (compiles for about "
+                             "20 s on first use; needs a C++ compiler)")
+    parser.add_argument("--small", action="store_true",
+                        help="small shapes and few repeats: a smoke run of a few seconds")
     args = parser.parse_args(argv)
-    suites = list(SUITES) if "all" in args.suites else list(dict.fromkeys(args.suites))
+    unknown = sorted(set(args.suites) - {"all", *SUITES})
+    if unknown:
+        parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
+    suites = list(SUITES) if not args.suites or "all" in args.suites \
+        else list(dict.fromkeys(args.suites))
+    if args.small:
+        args.mib, args.repeat = min(args.mib, 4), min(args.repeat, 3)
 
     from tqdm import tqdm
 
@@ -384,14 +397,21 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix_str(f"{suite}/{device}: {name}"[:50])
             if suite == "kernels":
                 new = bench_kernels(device, args.mib, args.repeat, progress=progress,
-                                    compile_=not args.no_compile)
+                                    compile_=args.compile)
             elif suite == "gemm":
                 shapes = ((1, 4096, 4096), (512, 4096, 4096))
                 if device.startswith("cuda"):
                     shapes += ((8192, 8192, 8192),)
-                new = bench_gemm(device, shapes, progress=progress)
+                if args.small:
+                    shapes = ((1, 256, 256), (64, 256, 256))
+                new = bench_gemm(device, shapes, repeat=3 if args.small else 7,
+                                 progress=progress)
             elif suite == "linear":
-                new = bench_linear(device, progress=progress)
+                if args.small:
+                    new = bench_linear(device, shapes=((512, 256),), batches=(1, 16), repeat=2,
+                                       progress=progress)
+                else:
+                    new = bench_linear(device, progress=progress)
             else:
                 try:
                     new = bench_minilm(progress=progress)

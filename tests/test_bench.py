@@ -53,3 +53,15 @@ def test_report_files(tmp_path):
     assert {p.name for p in paths} == {"kernels.png", "linear_cpu.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
     json.dumps(records)  # serialisable as results.json
+
+
+def test_command_line_writes_results(tmp_path, capsys):
+    assert bench.main(["kernels", "gemm", "linear", "--small",
+                       "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    _check(data["records"])
+    assert {r["suite"] for r in data["records"]} == {"kernels", "gemm", "linear"}
+    assert (tmp_path / "results.md").read_text().startswith("Machine: ")
+    assert "throughput of a plain copy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["nonsense"])

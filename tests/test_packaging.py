@@ -18,7 +18,8 @@ def _name(req: str) -> str:
 
 def _pyproject_reqs() -> dict[str, str]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    reqs = list(data["project"]["dependencies"]) + list(data["project"]["optional-dependencies"]["dev"])
+    extras = data["project"]["optional-dependencies"]
+    reqs = list(data["project"]["dependencies"]) + list(extras["dev"]) + list(extras["deploy"])
     return {_name(r): r.replace(" ", "") for r in reqs}
 
 

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (imported to register their checkers)
     nb05_granularity_and_calibration,
     nb06_bit_widths_and_packing,
     nb09_weights_vs_activations,
+    nb14_int8_kernels_and_hardware,
 )
 from ._core import CHECKERS, CheckFailed
 
