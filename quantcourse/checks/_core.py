@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -81,3 +82,20 @@ def expect_equal(got, want: torch.Tensor, what: str, *, hint: str = "") -> None:
 def passed(what: str) -> None:
     """Tell the learner the answer is right."""
     print(f"Correct: {what}")
+
+
+def narrow_qmax(bits: int) -> int:
+    """Largest code of a narrow symmetric ``bits``-bit grid: ``2^(bits-1) - 1``."""
+    return 2 ** (bits - 1) - 1
+
+
+def one_number(value, what: str) -> torch.Tensor:
+    """The learner's answer as a 0-d float64 tensor (a number or a one-element tensor)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float64)
+    t = as_tensor(value, what)
+    if t.numel() != 1:
+        raise CheckFailed(f"{what}: expected one number, got shape {tuple(t.shape)}")
+    if t.is_complex():
+        raise CheckFailed(f"{what}: expected a real number, got {t.dtype}")
+    return t.detach().double().reshape(())

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 import quantcourse as qc
 
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, expect_equal, fmt, passed
+from ._core import (
+    CheckFailed,
+    as_tensor,
+    call,
+    checker,
+    expect_close,
+    expect_equal,
+    fmt,
+    narrow_qmax,
+    one_number,
+    passed,
+)
 
 _EPS = torch.finfo(torch.float32).eps
-
-
-def _qmax(bits: int) -> int:
-    return 2 ** (bits - 1) - 1
-
-
-def _one_number(value, what: str) -> torch.Tensor:
-    """The learner's answer as a 0-d float64 tensor (a number or a one-element tensor)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return torch.tensor(float(value), dtype=torch.float64)
-    t = as_tensor(value, what)
-    if t.numel() != 1:
-        raise CheckFailed(f"{what}: expected one number, got shape {tuple(t.shape)}")
-    if t.is_complex():
-        raise CheckFailed(f"{what}: expected a real number, got {t.dtype}")
-    return t.detach().double().reshape(())
 
 
 # --------------------------------------------------------------------------- the scale
@@ -49,7 +42,7 @@ def _scale_cases() -> list[tuple[str, torch.Tensor, int]]:
 
 def _scale_hint(got: torch.Tensor, x: torch.Tensor, bits: int) -> str:
     amax = float(x.abs().max())
-    qmax = _qmax(bits)
+    qmax = narrow_qmax(bits)
     g = float(got)
     if amax == 0.0:
         if g == 0.0 or g != g:
@@ -84,7 +77,7 @@ def check_symmetric_scale(answer) -> None:
     """``answer(x, bits)`` -> the narrow-range symmetric scale (a number or 0-d tensor)."""
     for label, x, bits in _scale_cases():
         what = f"scale for {label}"
-        got = _one_number(call(answer, x.clone(), bits, what=what), what)
+        got = one_number(call(answer, x.clone(), bits, what=what), what)
         want = qc.symmetric_qparams(x, bits).scale
         if not bool(torch.isfinite(got)):
             raise CheckFailed(
@@ -124,7 +117,7 @@ def _quantize_cases() -> list[tuple[str, torch.Tensor, qc.QParams, int]]:
 
 
 def _quantize_hint(got: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, bits: int) -> str:
-    qmax = _qmax(bits)
+    qmax = narrow_qmax(bits)
     v = x.float() / scale.float()  # the learner most likely divides in float32
     lo = -(2 ** (bits - 1))
     variants = [
@@ -191,7 +184,7 @@ def check_levels_used(answer) -> None:
     """``answer(x, bits)`` -> fraction of the narrow grid's 2^b - 1 codes that ``x`` uses."""
     for label, x, bits in _levels_cases():
         what = f"fraction of codes used for {label}"
-        got = _one_number(call(answer, x.clone(), bits, what=what), what)
+        got = one_number(call(answer, x.clone(), bits, what=what), what)
         qp = qc.symmetric_qparams(x, bits)
         q = qc.quantize(x, qp)
         used = torch.unique(q).numel()

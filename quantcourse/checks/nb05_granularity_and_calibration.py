@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 import quantcourse as qc
 
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, fmt, passed
+from ._core import (
+    CheckFailed,
+    as_tensor,
+    call,
+    checker,
+    expect_close,
+    fmt,
+    narrow_qmax,
+    one_number,
+    passed,
+)
 
 _EPS = torch.finfo(torch.float32).eps
-
-
-def _qmax(bits: int) -> int:
-    return 2 ** (bits - 1) - 1
-
-
-def _one_number(value, what: str) -> torch.Tensor:
-    """The learner's answer as a 0-d float64 tensor (a number or a one-element tensor)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return torch.tensor(float(value), dtype=torch.float64)
-    t = as_tensor(value, what)
-    if t.numel() != 1:
-        raise CheckFailed(f"{what}: expected one number, got shape {tuple(t.shape)}")
-    if t.is_complex():
-        raise CheckFailed(f"{what}: expected a real number, got {t.dtype}")
-    return t.detach().double().reshape(())
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
@@ -55,7 +47,7 @@ def _channel_cases() -> list[tuple[str, torch.Tensor, int]]:
 
 
 def _channel_hint(got: torch.Tensor, w: torch.Tensor, bits: int) -> str:
-    qmax = _qmax(bits)
+    qmax = narrow_qmax(bits)
     amax_rows = w.abs().amax(dim=1)
     variants = [
         (torch.clamp(w.abs().amax(dim=0) / qmax, min=_EPS),
@@ -179,7 +171,7 @@ def check_percentile_range(answer) -> None:
                     "wants a fraction: pass percentile / 100"
                 ) from None
             raise
-        got = _one_number(raw, what)
+        got = one_number(raw, what)
         want = _percentile_reference(x, p).double()
         expect_close(got, want, what, rtol=1e-4, atol=1e-7, hint=_percentile_hint(got, x, p))
     passed(
@@ -268,7 +260,7 @@ def check_clipping_split(answer) -> None:
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise CheckFailed(f"{what}: expected a pair (clipping_mse, rounding_mse), got "
                               f"{type(got).__name__}")
-        g = tuple(float(_one_number(v, what)) for v in got)
+        g = tuple(float(one_number(v, what)) for v in got)
         clip, rnd, _ = _split_reference(x, qp)
         hint = _split_hint(g, x, qp)
         expect_close(torch.tensor(g[0], dtype=torch.float64),

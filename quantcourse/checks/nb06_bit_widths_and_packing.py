@@ -9,7 +9,17 @@ import torch
 
 import quantcourse as qc
 
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, expect_equal, fmt, passed
+from ._core import (
+    CheckFailed,
+    as_tensor,
+    call,
+    checker,
+    expect_close,
+    expect_equal,
+    fmt,
+    narrow_qmax,
+    passed,
+)
 
 # --------------------------------------------------------------------------- packing nibbles
 
@@ -160,22 +170,19 @@ def check_storage_bytes(answer) -> None:
 _GAIN_CASES = [(8, 1), (4, 4), (2, 1), (3, 2), (5, 0), (2, 6)]
 
 
-def _qmax(bits: int) -> int:
-    return 2 ** (bits - 1) - 1
-
-
 def _gain_reference(bits: int, extra: int) -> float:
-    return 20.0 * math.log10(_qmax(bits + extra) / _qmax(bits))
+    return 20.0 * math.log10(narrow_qmax(bits + extra) / narrow_qmax(bits))
 
 
 def _gain_hint(got: float, bits: int, extra: int) -> str:
     variants = [
         (20 * math.log10(2) * extra,
          "6.02 dB per bit is the many-bit limit; on the narrow grid the step is max|x| / qmax "
-         f"and qmax goes from {_qmax(bits)} to {_qmax(bits + extra)}: use the ratio of the qmax"),
+         f"and qmax goes from {narrow_qmax(bits)} to {narrow_qmax(bits + extra)}: "
+         "use the ratio of the qmax"),
         (6.0 * extra, "6 dB per bit is only the many-bit limit (and 20 log10 2 is 6.02); use "
                       "the ratio of the two qmax"),
-        (10 * math.log10(_qmax(bits + extra) / _qmax(bits)),
+        (10 * math.log10(narrow_qmax(bits + extra) / narrow_qmax(bits)),
          "noise power is s^2 / 12, so the power ratio is the SQUARE of the step ratio: "
          "20 log10, not 10 log10"),
         (20 * math.log10((2 ** (bits + extra) - 1) / (2**bits - 1)),
@@ -183,7 +190,7 @@ def _gain_hint(got: float, bits: int, extra: int) -> str:
          "not the number of levels 2^b - 1"),
         (20 * math.log10(2 ** (bits + extra - 1) / 2 ** (bits - 1)),
          "qmax = 2^(b-1) - 1, not 2^(b-1)"),
-        (20 * math.log(_qmax(bits + extra) / _qmax(bits)),
+        (20 * math.log(narrow_qmax(bits + extra) / narrow_qmax(bits)),
          "decibels use log10, not the natural log"),
         (-_gain_reference(bits, extra), "more bits give a smaller step and a HIGHER SQNR: "
                                          "the gain is positive"),
