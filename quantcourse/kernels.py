@@ -498,6 +498,21 @@ class _QuantLinear(nn.Module):
             "bias", None if bias is None else bias.detach().to(torch.float32).clone()
         )
 
+    def _init_int8_per_channel(self, weight_q: torch.Tensor, weight_scale: torch.Tensor,
+                               bias: torch.Tensor | None, fn: str) -> None:
+        """Int8 codes in [-127, 127] with one scale per output channel (W8A8, fbgemm)."""
+        self.out_features, self.in_features = weight_q.shape
+        if tuple(weight_scale.shape) != (self.out_features,):
+            raise ValueError(
+                f"{fn}: weight_scale must have shape ({self.out_features},), "
+                f"got {tuple(weight_scale.shape)}"
+            )
+        _check_codes_in(weight_q, -127, 127, fn)
+        self.register_buffer("weight_q", weight_q.detach().clone())
+        self._init_common(weight_scale, bias, weight_q.device, fn)
+        # A quick QParams round through its checks: scales finite and positive.
+        self._weight_qparams(-127, 127, None)
+
     def _weight_qparams(self, qmin: int, qmax: int, group_size: int | None) -> QParams:
         s = self.weight_scale
         zp = torch.zeros(s.shape, dtype=torch.int32, device=s.device)
@@ -527,17 +542,7 @@ class W8A8Linear(_QuantLinear):
         _check_weight(weight_q, fn)
         if method not in _METHODS:
             raise ValueError(f"{fn}: method must be one of {', '.join(_METHODS)}, got {method!r}")
-        self.out_features, self.in_features = weight_q.shape
-        if tuple(weight_scale.shape) != (self.out_features,):
-            raise ValueError(
-                f"{fn}: weight_scale must have shape ({self.out_features},), "
-                f"got {tuple(weight_scale.shape)}"
-            )
-        _check_codes_in(weight_q, -127, 127, fn)
-        self.register_buffer("weight_q", weight_q.detach().clone())
-        self._init_common(weight_scale, bias, weight_q.device, fn)
-        # A quick QParams round through its checks: scales finite and positive.
-        self._weight_qparams(-127, 127, None)
+        self._init_int8_per_channel(weight_q, weight_scale, bias, fn)
         self.method = method
 
     @classmethod
@@ -760,16 +765,7 @@ class FbgemmDynamicLinear(_QuantLinear):
             raise ValueError(f"{fn}: fbgemm runs on the CPU; the weights are on {weight_q.device}")
         if not isinstance(reduce_range, bool):
             raise TypeError(f"{fn}: reduce_range must be True or False, got {reduce_range!r}")
-        self.out_features, self.in_features = weight_q.shape
-        if tuple(weight_scale.shape) != (self.out_features,):
-            raise ValueError(
-                f"{fn}: weight_scale must have shape ({self.out_features},), "
-                f"got {tuple(weight_scale.shape)}"
-            )
-        _check_codes_in(weight_q, -127, 127, fn)
-        self.register_buffer("weight_q", weight_q.detach().clone())
-        self._init_common(weight_scale, bias, weight_q.device, fn)
-        self._weight_qparams(-127, 127, None)
+        self._init_int8_per_channel(weight_q, weight_scale, bias, fn)
         self.reduce_range = reduce_range
         self._pack()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from hypothesis import strategies as st
 
 import quantcourse as qc
 from quantcourse import affine
+
+from .oracles import torch_ao
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -239,21 +240,12 @@ def test_fake_quantize_per_channel_matches_pytorch_bit_for_bit(axis, scheme):
     assert torch.equal(x.grad, x_ref.grad)
 
 
-def _observer(name):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import torch.ao.quantization as tq
-
-            return getattr(tq, name)
-    except (ImportError, AttributeError):
-        pytest.skip("torch.ao.quantization is not available in this PyTorch")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_int8_symmetric_full_range_scale_matches_minmax_observer():
-    obs_cls = _observer("MinMaxObserver")
+def test_int8_symmetric_full_range_scale_matches_minmaxtorch_ao():
+    obs_cls = torch_ao("MinMaxObserver")
     for seed in range(5):
         x = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * (seed + 0.5) - seed
         obs = obs_cls(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
@@ -266,8 +258,8 @@ def test_int8_symmetric_full_range_scale_matches_minmax_observer():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_uint8_asymmetric_qparams_match_minmax_observer():
-    obs_cls = _observer("MinMaxObserver")
+def test_uint8_asymmetric_qparams_match_minmaxtorch_ao():
+    obs_cls = torch_ao("MinMaxObserver")
     for seed in range(5):
         x = torch.randn(1000, generator=torch.Generator().manual_seed(seed)) * 2 + seed - 2
         obs = obs_cls(dtype=torch.quint8, qscheme=torch.per_tensor_affine)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from hypothesis import strategies as st
 
 import quantcourse as qc
 from quantcourse import observers
+
+from .oracles import torch_ao
 
 EPS32 = torch.finfo(torch.float32).eps
 SAMPLE_OBSERVERS = [qc.PercentileObserver, qc.MSEObserver, qc.EntropyObserver]
@@ -38,15 +39,6 @@ def _same_qparams(a: qc.QParams, b: qc.QParams) -> None:
 # ---------------------------------------------------------------------------- oracle
 
 
-def _torch_observer(name):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import torch.ao.quantization as tq
-
-            return getattr(tq, name)
-    except (ImportError, AttributeError):
-        pytest.skip("torch.ao.quantization is not available in this PyTorch")
 
 
 # (our settings, PyTorch dtype, per-tensor qscheme, per-channel qscheme)
@@ -76,11 +68,11 @@ def test_per_tensor_matches_pytorch_observers_bit_for_bit(grid, moving, seed):
     kw, dtype, qscheme, _ = ORACLE_GRIDS[grid]
     c = 0.01 if seed == 0 else 0.3
     if moving:
-        theirs = _torch_observer("MovingAverageMinMaxObserver")(
+        theirs = torch_ao("MovingAverageMinMaxObserver")(
             averaging_constant=c, dtype=getattr(torch, dtype), qscheme=getattr(torch, qscheme))
         ours = qc.MovingAverageMinMaxObserver(8, averaging_constant=c, **kw)
     else:
-        theirs = _torch_observer("MinMaxObserver")(
+        theirs = torch_ao("MinMaxObserver")(
             dtype=getattr(torch, dtype), qscheme=getattr(torch, qscheme))
         ours = qc.MinMaxObserver(8, **kw)
     # batches of changing shape and offset; the last one is all positive
@@ -100,11 +92,11 @@ def test_per_channel_matches_pytorch_observers_bit_for_bit(grid, moving, axis):
     kw, dtype, _, qscheme = ORACLE_GRIDS[grid]
     common = {"ch_axis": axis, "dtype": getattr(torch, dtype), "qscheme": getattr(torch, qscheme)}
     if moving:
-        theirs = _torch_observer("MovingAveragePerChannelMinMaxObserver")(
+        theirs = torch_ao("MovingAveragePerChannelMinMaxObserver")(
             averaging_constant=0.05, **common)
         ours = qc.MovingAverageMinMaxObserver(8, averaging_constant=0.05, axis=axis, **kw)
     else:
-        theirs = _torch_observer("PerChannelMinMaxObserver")(**common)
+        theirs = torch_ao("PerChannelMinMaxObserver")(**common)
         ours = qc.MinMaxObserver(8, axis=axis, **kw)
     g = torch.Generator().manual_seed(axis)
     # channels with very different ranges, one of them all positive
