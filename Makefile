@@ -10,13 +10,18 @@ TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PIP_QUIET := --quiet --disable-pip-version-check
 NB     ?= notebooks/[0-9][0-9]_*.ipynb
-NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600
+NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 -p tests.nbval_claims
+# The second CPU family, emulated (DESIGN section 9): AVX2 kernels in ATen and oneDNN, fbgemm's
+# AVX2 int8 path (no VNNI, no AVX-512), and MKL's reproducible float32 GEMM.
+EMULATE := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 MKL_CBWR=COMPATIBLE
 
-.PHONY: help setup course test test-unit test-nbval lab student bench retrain lint execute clean
+.PHONY: help setup course test test-portable test-unit test-nbval claims-spread lab student bench retrain lint execute clean
 
 help:
 	@echo "make course   set up, execute every notebook into build/executed/, render build/site/"
 	@echo "make test     set up, run unit tests, the quick papermill pass and strict nbval"
+	@echo "make test-portable  the unit tests and strict nbval again, under the emulated second CPU"
+	@echo "make claims-spread  run notebooks on 3 CPU configurations, tabulate each claim's spread"
 	@echo "make lab      open JupyterLab on the notebooks (kernel: quantcourse)"
 	@echo "make student  write the student copy (solutions stubbed) to build/student/"
 	@echo "make bench    measure this machine: python -m quantcourse.bench"
@@ -46,6 +51,13 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
 
+test-portable: $(STAMP)
+	env $(EMULATE) $(PY) -m pytest -q -p no:cacheprovider tests -m "not notebook"
+	env $(EMULATE) $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
+
+claims-spread: $(STAMP)
+	$(PY) -m tools.claim_spread $(wildcard $(NB))
+
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests -m "not notebook"
 
@@ -53,7 +65,7 @@ test-nbval: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
 
 lab: $(STAMP)
-	$(JUPYTER) lab --ip=127.0.0.1 --notebook-dir=notebooks
+	$(JUPYTER) lab --ip=127.0.0.1 --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 student: $(STAMP)
 	$(PY) -m quantcourse.checks.student notebooks build/student
@@ -65,7 +77,7 @@ retrain: $(STAMP)
 	$(PY) -W ignore::RuntimeWarning -m quantcourse.models retrain
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check quantcourse tests notebooks
+	$(VENV)/bin/ruff check quantcourse tests tools notebooks
 
 execute: $(STAMP)
 	cd notebooks && for nb in $(patsubst notebooks/%,%,$(wildcard $(NB))); do \

@@ -8,6 +8,7 @@ Notebooks use only the names listed in ``__all__`` below, e.g.::
 """
 
 from . import checks  # checkers look names up at call time, so import order is free
+from .claims import claim
 from .affine import (
     QParams,
     asymmetric_qparams,
@@ -85,6 +86,7 @@ __version__ = "0.1.0"
 __all__ = [
     "asymmetric_qparams",
     "checks",
+    "claim",
     "compose_float",
     "corpus",
     "cosine_similarity",

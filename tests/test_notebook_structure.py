@@ -78,6 +78,15 @@ def test_summary_and_navigation(nb_path):
         assert f"[← Previous]({PATHS[index - 1].name})" in nb.cells[0].source
 
 
+def _compared_as_text(cell) -> bool:
+    """Whether strict nbval compares this cell's stored outputs as text."""
+    from quantcourse.claims import claims_in_outputs
+
+    ignored = ("nbval-ignore-output" in cell.metadata.get("tags", [])
+               or "NBVAL_IGNORE_OUTPUT" in cell.source)
+    return not ignored and not claims_in_outputs(cell.get("outputs", []))
+
+
 def test_outputs_are_stored_and_stable(nb_path):
     nb = read(nb_path)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -89,7 +98,7 @@ def test_outputs_are_stored_and_stable(nb_path):
             data = out.get("data", {})
             assert "image/svg+xml" not in data, "PNG figures only (nbval compares SVG text)"
             if out.output_type == "stream":
-                assert out.name != "stderr" or "NBVAL_IGNORE_OUTPUT" in c.source, \
+                assert out.name != "stderr" or not _compared_as_text(c), \
                     f"stderr output in a compared cell: {out.text[:200]}"
         assert not c.source.rstrip().endswith(";"), "assign to _ instead of a trailing ;"
     assert any("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])), \
@@ -115,3 +124,13 @@ def test_readme_course_map_lists_every_notebook():
 def test_no_stray_notebooks():
     stray = [p.name for p in NOTEBOOKS.glob("*.ipynb") if p not in PATHS]
     assert not stray, f"notebooks not named NN_slug.ipynb: {stray}"
+
+
+def test_claims_are_recorded_once_each(nb_path):
+    """Every notebook states its measured claims through qc.claim, each name once."""
+    from tools.claim_spread import notebook_claims
+
+    claims = notebook_claims(nb_path)  # raises on a name recorded in two cells
+    assert claims, "no qc.claim in this notebook: its measured numbers are not checked"
+    for name, record in claims.items():
+        assert record["tol"] >= 0 and set(record) == {"name", "value", "lo", "hi", "tol"}, name

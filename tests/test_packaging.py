@@ -79,3 +79,19 @@ def test_gitignore_covers_generated_paths():
     ignored = (ROOT / ".gitignore").read_text().split()
     for entry in [".venv/", "build/", ".pytest_cache/", ".hypothesis/", ".ipynb_checkpoints/"]:
         assert entry in ignored
+
+
+def test_the_emulated_cpu_is_defined_the_same_in_make_and_in_the_spread_tool():
+    from tools.claim_spread import CONFIGS
+
+    make = (ROOT / "Makefile").read_text()
+    line = re.search(r"^EMULATE\s*:=\s*(.+)$", make, re.M).group(1)
+    assert dict(kv.split("=", 1) for kv in line.split()) == CONFIGS["avx2"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test\n" in ci and "make test-portable" in ci
+
+
+def test_make_lab_starts_as_root_on_localhost_with_a_token():
+    lab = re.search(r"^lab:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "--ip=127.0.0.1" in lab and "--allow-root" in lab
+    assert "token" not in lab.lower() and "password" not in lab.lower()  # auth left at its default
