@@ -8,7 +8,6 @@ Notebooks use only the names listed in ``__all__`` below, e.g.::
 """
 
 from . import checks  # checkers look names up at call time, so import order is free
-from .claims import claim
 from .affine import (
     QParams,
     asymmetric_qparams,
@@ -18,6 +17,7 @@ from .affine import (
     quantize,
     symmetric_qparams,
 )
+from .claims import claim
 from .data import corpus, digits_data
 from .deploy import (
     QDQDigitsCNN,
@@ -40,6 +40,15 @@ from .formats import (
     format_info,
     from_fixed,
     to_fixed,
+)
+from .hardware import (
+    cpu_flags,
+    fbgemm_activation_qparams,
+    fbgemm_dynamic_linear_model,
+    u8s8_has_vnni,
+    u8s8_matmul_exact,
+    u8s8_matmul_saturating,
+    u8s8_saturated_pairs,
 )
 from .kernels import (
     FbgemmDynamicLinear,
@@ -90,6 +99,7 @@ __all__ = [
     "compose_float",
     "corpus",
     "cosine_similarity",
+    "cpu_flags",
     "decompose_float",
     "dequantize",
     "digits_cnn",
@@ -101,7 +111,9 @@ __all__ = [
     "evaluate_digits",
     "export_digits_onnx",
     "fake_quantize",
+    "fbgemm_activation_qparams",
     "fbgemm_available",
+    "fbgemm_dynamic_linear_model",
     "FbgemmDynamicLinear",
     "fixed_qparams",
     "float_layout",
@@ -150,6 +162,10 @@ __all__ = [
     "time_median",
     "time_paired",
     "to_fixed",
+    "u8s8_has_vnni",
+    "u8s8_matmul_exact",
+    "u8s8_matmul_saturating",
+    "u8s8_saturated_pairs",
     "unpack_bits",
     "W4A16Linear",
     "W8A16Linear",

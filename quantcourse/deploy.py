@@ -33,6 +33,13 @@ a hardware toolchain (ONNX Runtime's CPU kernels, TensorRT, NPU compilers) fuses
 * ``onnx_session(path)``, ``onnx_predict(session, x)``, ``onnx_accuracy(session, x, y)``:
   run a file with ONNX Runtime's ``CPUExecutionProvider`` (default graph optimisations,
   which is where the QDQ fusion happens).
+* Hardware that changes the answer: ONNX Runtime picks its integer kernels from the CPU
+  flags. Without VNNI its u8*s8 kernels saturate pairs of products in int16 (see
+  ``quantcourse.hardware``), so the 8-bit QDQ model can then disagree with the simulation.
+  Two remedies make the deployed model equal the simulation on every CPU:
+  ``onnx_session(path, x64_quant_precision=True)`` (ONNX Runtime's documented session option:
+  U8U8 kernels where U8S8 would saturate), or 7-bit weights (``bits=7``: ``255 * 63 * 2 <
+  32767``, so no pair can saturate, by construction).
 * ``onnx_op_counts(path)`` (operators in a graph) and ``onnx_quant_params(path)`` (every
   scale and zero point of a QDQ graph read back as ``QParams``).
 
@@ -59,6 +66,7 @@ from torch import nn
 
 from ._validate import check_bits, check_float_tensor
 from .affine import QParams, fake_quantize, quantize, symmetric_qparams
+from .hardware import u8s8_matmul_saturating
 from .models import DigitsCNN
 from .observers import MinMaxObserver
 
@@ -226,8 +234,10 @@ class QDQDigitsCNN(nn.Module):
     """
 
     def __init__(self, model: DigitsCNN, weight_qparams: dict, bias_qparams: dict,
-                 input_qparams: dict, *, bits: int, activations: str) -> None:
+                 input_qparams: dict, *, bits: int, activations: str,
+                 u8s8_saturation: bool = False) -> None:
         super().__init__()
+        self.u8s8_saturation = u8s8_saturation
         self.weight_qparams = dict(weight_qparams)
         self.bias_qparams = dict(bias_qparams)
         self.input_qparams = dict(input_qparams)
@@ -239,44 +249,89 @@ class QDQDigitsCNN(nn.Module):
             b = mod.bias.detach().cpu().float()
             self.register_buffer(f"{k}_weight", fake_quantize(w, self.weight_qparams[k]))
             self.register_buffer(f"{k}_bias", fake_quantize(b, self.bias_qparams[k]))
+            self.register_buffer(f"{k}_weight_q", quantize(w, self.weight_qparams[k]))
 
     def _act(self, x: torch.Tensor, k: str) -> torch.Tensor:
         return fake_quantize(x, self.input_qparams[k])
 
+    def _saturating(self, x: torch.Tensor, k: str) -> torch.Tensor:
+        """Layer ``k`` on uint8 input codes as AVX2's u8*s8 kernels compute it.
+
+        The reduction axis is ordered as ONNX Runtime's x86 kernels pack it: a linear layer's
+        inputs in order, a convolution's as (kernel row, kernel column, input channel) with the
+        channels innermost, padded with the zero point's code; adjacent elements form pairs.
+        """
+        qp = self.input_qparams[k]
+        codes = quantize(x, qp)
+        w_q = getattr(self, f"{k}_weight_q")
+        z = int(qp.zero_point)
+        if w_q.ndim == 4:
+            n, c, h, wd = codes.shape
+            padded = F.pad(codes.float(), (1, 1, 1, 1), value=float(z))
+            cols = F.unfold(padded, 3)                                  # (N, C*9, H*W)
+            cols = cols.reshape(n, c, 9, h * wd).permute(0, 3, 2, 1).reshape(n * h * wd, 9 * c)
+            w2 = w_q.permute(0, 2, 3, 1).reshape(w_q.shape[0], 9 * c)
+        else:
+            cols, w2 = codes.float(), w_q
+        acc = u8s8_matmul_saturating(cols.to(torch.uint8), w2.t().contiguous())
+        acc = acc.long() - z * w2.long().sum(dim=1)[None, :]
+        out = acc.float() * (qp.scale * self.weight_qparams[k].scale)[None, :]
+        out = out + getattr(self, f"{k}_bias")[None, :]
+        if w_q.ndim == 4:
+            out = out.reshape(n, h, wd, -1).permute(0, 3, 1, 2)
+        return out
+
+    def _layer(self, x: torch.Tensor, k: str) -> torch.Tensor:
+        if self.u8s8_saturation:
+            return self._saturating(x, k)
+        w, b = getattr(self, f"{k}_weight"), getattr(self, f"{k}_bias")
+        return F.conv2d(x, w, b, padding=1) if w.ndim == 4 else F.linear(x, w, b)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, 10)`` for images ``(N, 1, 8, 8)`` (CPU)."""
         x = self._act(x.float(), "conv1")
-        x = F.relu(F.conv2d(x, self.conv1_weight, self.conv1_bias, padding=1))
+        x = F.relu(self._layer(x, "conv1"))
         x = self._act(x, "conv2")
-        x = F.relu(F.conv2d(x, self.conv2_weight, self.conv2_bias, padding=1))
+        x = F.relu(self._layer(x, "conv2"))
         # Max pooling and flattening neither create nor reorder values, so fc1's input grid
         # (observed after them) is also the grid of conv2's output; the graph quantizes there
         # too, which lets ONNX Runtime emit conv2 as an integer kernel with an integer output.
         x = self._act(x, "fc1")
         x = F.max_pool2d(x, 2).flatten(1)
         x = self._act(x, "fc1")
-        x = F.relu(F.linear(x, self.fc1_weight, self.fc1_bias))
+        x = F.relu(self._layer(x, "fc1"))
         x = self._act(x, "fc2")
-        return F.linear(x, self.fc2_weight, self.fc2_bias)
+        return self._layer(x, "fc2")
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, activations={self.activations!r}"
+        return (f"bits={self.bits}, activations={self.activations!r}, "
+                f"u8s8_saturation={self.u8s8_saturation}")
 
 
 def simulate_qdq(model: DigitsCNN, calibration, *, bits: int = 8,
-                 activations: str = "uint8") -> QDQDigitsCNN:
+                 activations: str = "uint8", u8s8_saturation: bool = False) -> QDQDigitsCNN:
     """The torch fake-quant twin of ``export_digits_onnx(..., qdq=True)`` (same ``QParams``).
 
     ``calibration``: images ``(N, 1, 8, 8)`` (or a list of such batches) run through
     ``model`` once to observe every convolution and linear input with ``MinMaxObserver``.
+    ``u8s8_saturation=True`` (uint8 activations only) computes every convolution and linear
+    layer on the integer codes with ``u8s8_matmul_saturating``: the prediction for ONNX
+    Runtime's default kernels on an x86 CPU without VNNI. The default (exact sums) is what
+    they compute with VNNI, or anywhere with ``onnx_session(..., x64_quant_precision=True)``.
     """
     fn = "simulate_qdq"
     _check_digits_model(model, fn)
     check_bits(bits, 2, 8, fn)
     _check_choice(activations, "activations", _ACTIVATIONS, fn)
+    if not isinstance(u8s8_saturation, bool):
+        raise TypeError(f"{fn}: u8s8_saturation must be True or False, got {u8s8_saturation!r}")
+    if u8s8_saturation and activations != "uint8":
+        raise ValueError(f"{fn}: u8s8_saturation models uint8 activations times int8 weights; "
+                         f"activations={activations!r} does not use that kernel")
     batches = _calibration_batches(calibration, fn)
     weights, biases, inputs = _plan(model, batches, bits, activations)
-    return QDQDigitsCNN(model, weights, biases, inputs, bits=bits, activations=activations).eval()
+    return QDQDigitsCNN(model, weights, biases, inputs, bits=bits, activations=activations,
+                        u8s8_saturation=u8s8_saturation).eval()
 
 
 # ---------------------------------------------------------------- the ONNX graphs
@@ -420,7 +475,8 @@ def export_digits_onnx(model: DigitsCNN, path: str | os.PathLike, *, qdq: bool =
 
 def onnx_session(path: str | os.PathLike, *, threads: int | None = None,
                  spinning: bool = False,
-                 optimized_model_path: str | os.PathLike | None = None):
+                 optimized_model_path: str | os.PathLike | None = None,
+                 x64_quant_precision: bool = False):
     """An ``onnxruntime.InferenceSession`` on ``CPUExecutionProvider`` (default optimisations).
 
     ``threads`` sets ``intra_op_num_threads`` (default: ONNX Runtime's choice).
@@ -430,6 +486,13 @@ def onnx_session(path: str | os.PathLike, *, threads: int | None = None,
     ``optimized_model_path`` asks ONNX Runtime to write the graph it actually runs (after
     fusing QDQ groups into integer kernels) to that file, for inspection with
     ``onnx_op_counts``. Warnings are kept off stderr (log level: errors only).
+    ``x64_quant_precision=True`` sets ONNX Runtime's session option
+    ``session.x64quantprecision``: on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) its
+    u8*s8 kernels add product pairs into a saturating int16 (``vpmaddubsw``), so ONNX Runtime
+    then converts int8 weights to uint8 and runs its slower U8U8 kernels, which widen to 16
+    bits before multiplying and never saturate. With VNNI the products already go straight to
+    int32 and the option changes nothing. Either way the integer kernels compute the exact
+    sums the fake-quant simulation assumes.
     """
     fn = "onnx_session"
     if not isinstance(path, (str, os.PathLike)):
@@ -441,6 +504,9 @@ def onnx_session(path: str | os.PathLike, *, threads: int | None = None,
         raise ValueError(f"{fn}: threads must be a positive int or None, got {threads!r}")
     if not isinstance(spinning, bool):
         raise TypeError(f"{fn}: spinning must be True or False, got {spinning!r}")
+    if not isinstance(x64_quant_precision, bool):
+        raise TypeError(f"{fn}: x64_quant_precision must be True or False, got "
+                        f"{x64_quant_precision!r}")
     if optimized_model_path is not None and not Path(optimized_model_path).parent.is_dir():
         raise FileNotFoundError(
             f"{fn}: the folder of optimized_model_path {optimized_model_path} does not exist")
@@ -451,6 +517,8 @@ def onnx_session(path: str | os.PathLike, *, threads: int | None = None,
         options.intra_op_num_threads = threads
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if x64_quant_precision:
+        options.add_session_config_entry("session.x64quantprecision", "1")
     if optimized_model_path is not None:
         options.optimized_model_filepath = os.fspath(optimized_model_path)
     return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])

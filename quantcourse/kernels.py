@@ -137,14 +137,40 @@ def _check_int8_pair(a: object, b: object, fn: str) -> None:
         )
 
 
+_INT_MM_PROBE: dict[str, bool] = {}
+
+
+def _cpu_int_mm_is_exact() -> bool:
+    """Whether CPU ``_int_mm`` returns exact int32 sums on operands that saturate int16 pairs.
+
+    PyTorch decides from the CPU flags alone; oneDNN may still run a kernel without VNNI (its
+    ISA capped by ``ONEDNN_MAX_CPU_ISA``, as in the emulated CI run), which adds u8 x s8 pairs
+    into saturating int16 and returns wrong sums. Probe once with the worst case and remember.
+    """
+    key = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    if key not in _INT_MM_PROBE:
+        a = torch.full((32, 64), 127, dtype=torch.int8)
+        a[16:] = -128
+        b = torch.full((64, 8), 127, dtype=torch.int8)
+        b[:, 4:] = -128
+        want = (a.long() @ b.long()).to(torch.int32)
+        try:
+            _INT_MM_PROBE[key] = torch.equal(torch._int_mm(a, b), want)
+        except RuntimeError:
+            _INT_MM_PROBE[key] = False
+    return _INT_MM_PROBE[key]
+
+
 def _cpu_int_mm_is_fast() -> bool:
-    """True where PyTorch sends CPU ``_int_mm`` to oneDNN's VNNI GEMM, not its scalar loop."""
+    """True where PyTorch sends CPU ``_int_mm`` to oneDNN's VNNI GEMM, not its scalar loop,
+    and that GEMM is exact."""
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)
     return bool(
         torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
         and vnni is not None
         and vnni()
+        and _cpu_int_mm_is_exact()
     )
 
 
@@ -289,6 +315,12 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor, *, method: str = "auto") -> to
                     )
                 return _float_blocks(a, b)
     if method == "int_mm":
+        if a.device.type == "cpu" and not _cpu_int_mm_is_exact():
+            raise RuntimeError(
+                f"{fn}: torch._int_mm returns wrong sums on this CPU configuration (oneDNN runs "
+                "an int8 kernel without VNNI, e.g. under ONEDNN_MAX_CPU_ISA=AVX2, and its "
+                "u8 x s8 pair sums saturate int16); use method='auto' or 'float'"
+            )
         return _int_mm_padded(a, b)
     return _float_blocks(a, b)
 
@@ -769,6 +801,13 @@ class FbgemmDynamicLinear(_QuantLinear):
         self.reduce_range = reduce_range
         self._pack()
 
+    def _buffers_key(self) -> tuple:
+        # Identity and in-place version of every buffer the packed weights were built from:
+        # load_state_dict copies into the buffers in place (bumping _version), .to()/.cpu()
+        # and assignment replace them (new data_ptr). Either way the pack is stale.
+        return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, tuple(t.shape))
+                     for t in (self.weight_q, self.weight_scale, self.bias))
+
     def _pack(self) -> None:
         zp = torch.zeros(self.out_features, dtype=torch.int64)
         with _quiet_quantized_ops(), _engine(_fbgemm_engine()):
@@ -778,6 +817,7 @@ class FbgemmDynamicLinear(_QuantLinear):
             )
             bias = None if self.bias is None else self.bias.cpu()
             self._packed = torch.ops.quantized.linear_prepack(qw, bias)
+        self._packed_key = self._buffers_key()
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, reduce_range: bool = True) -> FbgemmDynamicLinear:
@@ -800,6 +840,12 @@ class FbgemmDynamicLinear(_QuantLinear):
         x2 = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
         if not bool(torch.isfinite(x2).all()):
             raise ValueError(f"{fn}: the input holds NaN or infinite values")
+        if self._packed_key != self._buffers_key():
+            # The weights, scales or bias changed since they were packed (load_state_dict, an
+            # in-place edit): fbgemm would silently keep computing with the old ones.
+            _check_codes_in(self.weight_q, -127, 127, fn)
+            self._weight_qparams(-127, 127, None)
+            self._pack()
         if x2.shape[0] == 0:
             out = x2.new_empty((0, self.out_features))
         else:
