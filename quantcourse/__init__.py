@@ -17,6 +17,15 @@ from .affine import (
     quantize,
     symmetric_qparams,
 )
+from .binary import (
+    SignWeight,
+    binarize,
+    binarize_ste,
+    sign_dequantize,
+    sign_quantized_model,
+    ternarize,
+    ternarize_ste,
+)
 from .claims import claim
 from .data import corpus, digits_data
 from .deploy import (
@@ -30,6 +39,17 @@ from .deploy import (
     simulate_qdq,
 )
 from .env import environment_report
+from .fixedpoint import (
+    IntegerDigitsCNN,
+    fixed_mul,
+    integer_digits_cnn,
+    multiply_by_quantized_multiplier,
+    qdq_activation_codes,
+    quantize_multiplier,
+    rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul,
+    zero_point_matmul,
+)
 from .formats import (
     FLOAT_LAYOUTS,
     FloatLayout,
@@ -77,6 +97,17 @@ from .metrics import (
 )
 from .models import DigitsCNN, digits_cnn, embedding_fidelity, evaluate_digits, minilm
 from .naive import naive_asymmetric_quantize, naive_dequantize, naive_symmetric_quantize
+from .nonuniform import (
+    KMeansQuantized,
+    LogQuantized,
+    NF4Quantized,
+    finetune_codebooks,
+    kmeans_quantize,
+    log_levels,
+    log_quantize,
+    nf4_levels,
+    nf4_quantize,
+)
 from .observers import (
     EntropyObserver,
     MinMaxObserver,
@@ -94,6 +125,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "asymmetric_qparams",
+    "binarize",
+    "binarize_ste",
     "checks",
     "claim",
     "compose_float",
@@ -115,6 +148,8 @@ __all__ = [
     "fbgemm_available",
     "fbgemm_dynamic_linear_model",
     "FbgemmDynamicLinear",
+    "finetune_codebooks",
+    "fixed_mul",
     "fixed_qparams",
     "float_layout",
     "FLOAT_LAYOUTS",
@@ -124,7 +159,14 @@ __all__ = [
     "int8_matmul",
     "int8_matmul_path",
     "int8_matmul_reference",
+    "integer_digits_cnn",
+    "IntegerDigitsCNN",
+    "kmeans_quantize",
+    "KMeansQuantized",
     "load_quantized",
+    "log_levels",
+    "log_quantize",
+    "LogQuantized",
     "max_abs_error",
     "minilm",
     "MinMaxObserver",
@@ -132,9 +174,13 @@ __all__ = [
     "MovingAverageMinMaxObserver",
     "mse",
     "MSEObserver",
+    "multiply_by_quantized_multiplier",
     "naive_asymmetric_quantize",
     "naive_dequantize",
     "naive_symmetric_quantize",
+    "nf4_levels",
+    "nf4_quantize",
+    "NF4Quantized",
     "Observer",
     "onnx_accuracy",
     "onnx_op_counts",
@@ -146,19 +192,28 @@ __all__ = [
     "PercentileObserver",
     "plot_error_vs_bits",
     "plot_quant_grid",
+    "qdq_activation_codes",
     "QDQDigitsCNN",
     "QParams",
     "qparams_from_range",
     "qrange",
     "quantize",
+    "quantize_multiplier",
     "quantize_per_token",
     "quantized_model_nbytes",
     "quantized_nbytes",
+    "rounding_divide_by_pot",
+    "saturating_rounding_doubling_high_mul",
     "save_quantized",
+    "sign_dequantize",
+    "sign_quantized_model",
+    "SignWeight",
     "simulate_qdq",
     "sqnr_db",
     "symmetric_qparams",
     "tensor_nbytes",
+    "ternarize",
+    "ternarize_ste",
     "time_median",
     "time_paired",
     "to_fixed",
@@ -172,4 +227,5 @@ __all__ = [
     "w8a8_linear",
     "W8A8Linear",
     "weight_only_linear",
+    "zero_point_matmul",
 ]

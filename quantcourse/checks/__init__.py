@@ -14,7 +14,10 @@ from . import (  # noqa: F401  (imported to register their checkers)
     nb04_asymmetric,
     nb05_granularity_and_calibration,
     nb06_bit_widths_and_packing,
+    nb07_nonuniform,
+    nb08_binary_and_ternary,
     nb09_weights_vs_activations,
+    nb13_integer_only,
     nb14_int8_kernels_and_hardware,
 )
 from ._core import CHECKERS, CheckFailed
