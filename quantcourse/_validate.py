@@ -24,3 +24,13 @@ def check_bits(bits: object, lo: int, hi: int, fn: str) -> None:
         raise ValueError(f"{fn}: bits must be an int, got {bits!r}")
     if not lo <= bits <= hi:
         raise ValueError(f"{fn}: bits must be between {lo} and {hi}, got {bits}")
+
+
+def check_axis(axis: object, ndim: int, fn: str) -> int:
+    """Raise unless ``axis`` is an int that indexes a tensor of ``ndim`` dimensions; return it
+    as a non-negative index (``TypeError`` for a non-int, ``ValueError`` out of range)."""
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"{fn}: axis must be an int or None, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{fn}: axis {axis} is out of range for a tensor with {ndim} dimensions")
+    return axis % ndim

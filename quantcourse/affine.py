@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_bits, check_float_tensor
+from ._validate import check_axis, check_bits, check_float_tensor
 
 __all__ = [
     "QParams",
@@ -162,14 +162,6 @@ class QParams:
 # ---------------------------------------------------------------- ranges per granularity
 
 
-def _norm_axis(axis: int, ndim: int, fn: str) -> int:
-    if not isinstance(axis, int) or isinstance(axis, bool):
-        raise TypeError(f"{fn}: axis must be an int, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{fn}: axis {axis} is out of range for a tensor with {ndim} dimensions")
-    return axis % ndim
-
-
 def _check_group(x: torch.Tensor, group_size: int, fn: str) -> None:
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
         raise ValueError(f"{fn}: group_size must be a positive int, got {group_size!r}")
@@ -188,7 +180,7 @@ def _minmax(x: torch.Tensor, axis: int | None, group_size: int | None, fn: str):
     if axis is not None:
         if x.ndim == 0:
             raise ValueError(f"{fn}: per-channel quantization needs at least one dimension")
-        axis = _norm_axis(axis, x.ndim, fn)
+        axis = check_axis(axis, x.ndim, fn)
         if x.numel() == 0:
             zeros = x.new_zeros(x.shape[axis])
             return zeros, zeros, axis
@@ -275,7 +267,7 @@ def _broadcast(qp: QParams, x: torch.Tensor, fn: str):
     if qp.axis is not None:
         if x.ndim == 0:
             raise ValueError(f"{fn}: per-channel QParams need a tensor with dimensions")
-        axis = _norm_axis(qp.axis, x.ndim, fn)
+        axis = check_axis(qp.axis, x.ndim, fn)
         if qp.scale.numel() != x.shape[axis]:
             raise ValueError(
                 f"{fn}: QParams hold {qp.scale.numel()} scales but axis {axis} of the input "

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._validate import check_bits, check_float_tensor
+from ._validate import check_axis, check_bits, check_float_tensor
 
 __all__ = [
     "binarize",
@@ -61,13 +61,9 @@ __all__ = [
 def _check_axis(w: torch.Tensor, axis: object, fn: str) -> int | None:
     if axis is None:
         return None
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"{fn}: axis must be an int or None, got {type(axis).__name__}")
-    if w.ndim == 0:
+    if w.ndim == 0 and isinstance(axis, int) and not isinstance(axis, bool):
         raise ValueError(f"{fn}: per-channel scales (axis={axis}) need at least one dimension")
-    if not -w.ndim <= axis < w.ndim:
-        raise ValueError(f"{fn}: axis {axis} is out of range for a tensor with {w.ndim} dimensions")
-    return axis % w.ndim
+    return check_axis(axis, w.ndim, fn)
 
 
 def _check_finite(w: torch.Tensor, fn: str) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ._validate import check_bits, check_float_tensor
+from ._validate import check_axis, check_bits, check_float_tensor
 from .affine import dequantize, quantize, symmetric_qparams
 
 __all__ = [
@@ -78,13 +78,9 @@ def _rows(w: torch.Tensor, axis: int | None, fn: str) -> tuple[torch.Tensor, int
     """``w`` as a 2-D ``(slices, values)`` view: one row per tensor or per slice along axis."""
     if axis is None:
         return w.reshape(1, -1), None
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"{fn}: axis must be an int or None, got {type(axis).__name__}")
-    if w.ndim == 0:
+    if w.ndim == 0 and isinstance(axis, int) and not isinstance(axis, bool):
         raise ValueError(f"{fn}: per-channel quantization needs a tensor with dimensions")
-    if not -w.ndim <= axis < w.ndim:
-        raise ValueError(f"{fn}: axis {axis} is out of range for a tensor with {w.ndim} dims")
-    axis %= w.ndim
+    axis = check_axis(axis, w.ndim, fn)
     inner = math.prod(w.shape) // w.shape[axis] if w.shape[axis] else 0
     return w.movedim(axis, 0).reshape(w.shape[axis], inner), axis
 
