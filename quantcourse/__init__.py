@@ -70,6 +70,7 @@ from .hardware import (
     u8s8_matmul_saturating,
     u8s8_saturated_pairs,
 )
+from .hessian import TraceEstimate, gptq, gptq_hessian, hawq_sensitivity, hutchinson_trace
 from .kernels import (
     FbgemmDynamicLinear,
     W4A16Linear,
@@ -119,6 +120,7 @@ from .observers import (
 )
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .plotting import plot_error_vs_bits, plot_quant_grid
+from .stochastic import stochastic_cast, stochastic_round
 from .timing import time_median, time_paired
 
 __version__ = "0.1.0"
@@ -156,6 +158,10 @@ __all__ = [
     "FloatLayout",
     "format_info",
     "from_fixed",
+    "gptq",
+    "gptq_hessian",
+    "hawq_sensitivity",
+    "hutchinson_trace",
     "int8_matmul",
     "int8_matmul_path",
     "int8_matmul_reference",
@@ -210,6 +216,8 @@ __all__ = [
     "SignWeight",
     "simulate_qdq",
     "sqnr_db",
+    "stochastic_cast",
+    "stochastic_round",
     "symmetric_qparams",
     "tensor_nbytes",
     "ternarize",
@@ -217,6 +225,7 @@ __all__ = [
     "time_median",
     "time_paired",
     "to_fixed",
+    "TraceEstimate",
     "u8s8_has_vnni",
     "u8s8_matmul_exact",
     "u8s8_matmul_saturating",

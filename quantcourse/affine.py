@@ -332,17 +332,63 @@ def _quantize_per_tensor_cpu(x: torch.Tensor, inv: float, z: int, qp: QParams, f
     return out.reshape(x.shape)
 
 
-def quantize(x: torch.Tensor, qp: QParams) -> torch.Tensor:
-    """Map floats to integers: ``clamp(round_half_even(x * (1/s)) + z, qmin, qmax)``."""
+def _check_generator(generator: object, device: torch.device, fn: str) -> None:
+    """Raise unless ``generator`` is None or a ``torch.Generator`` on ``device``'s type."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{fn}: generator must be a torch.Generator or None, "
+                        f"got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(f"{fn}: the generator lives on {generator.device} but the input is on "
+                         f"{device}; create it with torch.Generator(device=x.device)")
+
+
+def _stochastic_round(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``floor(t) + Bernoulli(t - floor(t))``: up with probability equal to the fraction.
+
+    One uniform draw per element, in ``t``'s dtype, compared with the fraction: ``u < frac``
+    happens with probability ``frac`` exactly for a uniform ``u`` in ``[0, 1)``, so integers
+    (fraction 0) never move. Callers check their inputs; this is the shared kernel.
+    """
+    low = torch.floor(t)
+    u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device=t.device)
+    return low + (u < t - low).to(t.dtype)
+
+
+def quantize(
+    x: torch.Tensor,
+    qp: QParams,
+    *,
+    rounding: str = "nearest",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Map floats to integers: ``clamp(round_half_even(x * (1/s)) + z, qmin, qmax)``.
+
+    ``rounding="stochastic"`` rounds ``x * (1/s)`` down or up at random instead, up with
+    probability equal to its fractional part (unbiased before clamping; drawn from
+    ``generator``, introduced in ``16_stochastic_rounding.ipynb``). The default is unchanged.
+    """
     fn = "quantize"
     check_float_tensor(x, fn)
     if not isinstance(qp, QParams):
         raise TypeError(f"{fn}: qp must be a QParams, got {type(qp).__name__}")
+    if rounding not in ("nearest", "stochastic"):
+        raise ValueError(f"{fn}: rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    if rounding == "nearest" and generator is not None:
+        raise ValueError(f"{fn}: a generator only makes sense with rounding='stochastic'")
+    _check_generator(generator, x.device, fn)
     _check_device(qp, x, fn)
     if x.numel() == 0:
         _broadcast(qp, x, fn)
         return torch.empty(x.shape, dtype=qp.dtype, device=x.device)
     x32 = x.float()
+    if rounding == "stochastic":
+        scale, zp, xv = _broadcast(qp, x32, fn)
+        if not bool(torch.isfinite(xv).all()):
+            _raise_nonfinite(x, fn)
+        q = _stochastic_round(xv * torch.reciprocal(scale), generator) + zp
+        return torch.clamp(q, qp.qmin, qp.qmax).to(qp.dtype).reshape(x.shape)
     if (
         qp.axis is None and qp.group_size is None and x.device.type == "cpu"
         and x32.numel() > _BLOCK

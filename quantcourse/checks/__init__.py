@@ -19,6 +19,8 @@ from . import (  # noqa: F401  (imported to register their checkers)
     nb09_weights_vs_activations,
     nb13_integer_only,
     nb14_int8_kernels_and_hardware,
+    nb15_second_order,
+    nb16_stochastic_rounding,
 )
 from ._core import CHECKERS, CheckFailed
 
