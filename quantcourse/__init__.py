@@ -28,6 +28,7 @@ from .binary import (
 )
 from .claims import claim
 from .data import corpus, digits_data
+from .ddp_train import run_torchrun
 from .deploy import (
     QDQDigitsCNN,
     export_digits_onnx,
@@ -60,6 +61,16 @@ from .formats import (
     format_info,
     from_fixed,
     to_fixed,
+)
+from .gradients import (
+    Compressed,
+    CompressionState,
+    compressed_allreduce_hook,
+    decode_gradient,
+    qsgd_encode,
+    qsgd_variance_bound,
+    sign_ef_encode,
+    sign_encode,
 )
 from .hardware import (
     cpu_flags,
@@ -120,26 +131,45 @@ from .observers import (
 )
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .plotting import plot_error_vs_bits, plot_quant_grid
+from .sparsity import (
+    apply_masks,
+    distillation_loss,
+    magnitude_mask,
+    magnitude_prune,
+    nm_mask,
+    nm_prune,
+    prune_masks,
+    relative_index_decode,
+    relative_index_encode,
+    sparse_model_nbytes,
+    sparse_nbytes,
+)
 from .stochastic import stochastic_cast, stochastic_round
 from .timing import time_median, time_paired
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "apply_masks",
     "asymmetric_qparams",
     "binarize",
     "binarize_ste",
     "checks",
     "claim",
     "compose_float",
+    "Compressed",
+    "compressed_allreduce_hook",
+    "CompressionState",
     "corpus",
     "cosine_similarity",
     "cpu_flags",
+    "decode_gradient",
     "decompose_float",
     "dequantize",
     "digits_cnn",
     "digits_data",
     "DigitsCNN",
+    "distillation_loss",
     "embedding_fidelity",
     "EntropyObserver",
     "environment_report",
@@ -173,6 +203,8 @@ __all__ = [
     "log_levels",
     "log_quantize",
     "LogQuantized",
+    "magnitude_mask",
+    "magnitude_prune",
     "max_abs_error",
     "minilm",
     "MinMaxObserver",
@@ -187,6 +219,8 @@ __all__ = [
     "nf4_levels",
     "nf4_quantize",
     "NF4Quantized",
+    "nm_mask",
+    "nm_prune",
     "Observer",
     "onnx_accuracy",
     "onnx_op_counts",
@@ -198,23 +232,33 @@ __all__ = [
     "PercentileObserver",
     "plot_error_vs_bits",
     "plot_quant_grid",
+    "prune_masks",
     "qdq_activation_codes",
     "QDQDigitsCNN",
     "QParams",
     "qparams_from_range",
     "qrange",
+    "qsgd_encode",
+    "qsgd_variance_bound",
     "quantize",
     "quantize_multiplier",
     "quantize_per_token",
     "quantized_model_nbytes",
     "quantized_nbytes",
+    "relative_index_decode",
+    "relative_index_encode",
     "rounding_divide_by_pot",
+    "run_torchrun",
     "saturating_rounding_doubling_high_mul",
     "save_quantized",
     "sign_dequantize",
+    "sign_ef_encode",
+    "sign_encode",
     "sign_quantized_model",
     "SignWeight",
     "simulate_qdq",
+    "sparse_model_nbytes",
+    "sparse_nbytes",
     "sqnr_db",
     "stochastic_cast",
     "stochastic_round",

@@ -21,6 +21,8 @@ from . import (  # noqa: F401  (imported to register their checkers)
     nb14_int8_kernels_and_hardware,
     nb15_second_order,
     nb16_stochastic_rounding,
+    nb17_gradient_quantization,
+    nb18_sparsity_pruning_distillation,
 )
 from ._core import CHECKERS, CheckFailed
 
