@@ -31,6 +31,7 @@ from torch import nn
 
 from .affine import asymmetric_qparams, dequantize, quantize, symmetric_qparams
 from .env import environment_report
+from .hessian import gptq, gptq_hessian
 from .kernels import (
     FbgemmDynamicLinear,
     W4A16Linear,
@@ -196,6 +197,37 @@ def bench_gemm(device: str = "cpu", shapes=((1, 4096, 4096), (512, 4096, 4096)),
     return records
 
 
+def bench_gptq(device: str = "cpu", shape=(4096, 4096), rows: int = 2048, bits: int = 4,
+               group_size: int | None = 128, repeat: int = 1, progress=None) -> list[dict]:
+    """``qc.gptq`` on one (out, in) layer against round-to-nearest on the same grid.
+
+    The Hessian ``2 X^T X`` of ``rows`` random calibration inputs is built once, outside the
+    timing; both cases quantize the same weight. GPTQ is a one-off offline cost, so its ratio
+    is far below 1: the record says how many seconds a large layer takes here.
+    """
+    gen = torch.Generator().manual_seed(0)
+    n_out, n_in = shape
+    w = (torch.randn(n_out, n_in, generator=gen) * 0.02).to(device)
+    if progress:
+        progress(f"gptq {n_out}x{n_in} hessian")
+    h = gptq_hessian(torch.randn(rows, n_in, generator=gen).to(device))
+    axis = None if group_size else 0
+
+    def rtn():
+        qp = symmetric_qparams(w, bits, axis=axis, group_size=group_size)
+        return dequantize(quantize(w, qp), qp)
+
+    if progress:
+        progress(f"gptq {n_out}x{n_in}")
+    seconds, base_s = time_paired(lambda: gptq(w, h, bits, group_size=group_size), rtn,
+                                  repeat=repeat, warmup=0, device=device)
+    grid = f"{bits}-bit, " + (f"groups of {group_size}" if group_size else "per channel")
+    rec = _record(f"qc.gptq ({grid})", device, shape, seconds, f"round-to-nearest ({grid})",
+                  base_s, 0)
+    del rec["gb_per_s"]
+    return [rec]
+
+
 def _linear_cases(device: str):
     cases = [("W8A8Linear (dynamic per-token int8)", W8A8Linear.from_float)]
     if device == "cpu" and fbgemm_available():
@@ -355,7 +387,7 @@ def _plot(records: list[dict], out: Path, machine: str) -> list[Path]:
     return written
 
 
-SUITES = ("kernels", "gemm", "linear", "minilm")
+SUITES = ("kernels", "gemm", "linear", "minilm", "gptq")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
                                        progress=progress)
                 else:
                     new = bench_linear(device, progress=progress)
+            elif suite == "gptq":
+                new = bench_gptq(device, shape=(256, 512) if args.small else (4096, 4096),
+                                 rows=256 if args.small else 2048, progress=progress)
             else:
                 try:
                     new = bench_minilm(progress=progress)

@@ -65,3 +65,9 @@ def test_command_line_writes_results(tmp_path, capsys):
     assert "throughput of a plain copy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench.main(["nonsense"])
+
+
+def test_gptq_suite_records():
+    records = bench.bench_gptq("cpu", shape=(32, 64), rows=96, group_size=32)
+    _check(records)
+    assert records[0]["case"].startswith("qc.gptq") and records[0]["shape"] == [32, 64]
