@@ -125,8 +125,20 @@ def log_levels(bits: int = 4, *, frac_bits: int = 0) -> torch.Tensor:
     return torch.cat([mags.new_zeros(1), mags]).float()
 
 
+class _Stored:
+    """What the three stored formats share: bits per weight from their ``nbytes``."""
+
+    codes: torch.Tensor
+    nbytes: int
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight, scales and codebooks included."""
+        return 8 * self.nbytes / max(1, self.codes.numel())
+
+
 @dataclass(frozen=True, eq=False)
-class LogQuantized:
+class LogQuantized(_Stored):
     """Sign-and-exponent codes: ``codes`` int8 in ``[-K, K]``, ``K = 2^(bits-1) - 1``.
 
     ``|code|`` indexes ``log_levels(bits, frac_bits=frac_bits)`` (0 is zero, K is the scale)
@@ -152,11 +164,6 @@ class LogQuantized:
     def nbytes(self) -> int:
         """Codes packed at ``bits`` each plus one float32 scale per scale."""
         return _packed(self.codes.numel(), self.bits) + 4 * self.scale.numel()
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per weight, scales included."""
-        return 8 * self.nbytes / max(1, self.codes.numel())
 
 
 def log_quantize(
@@ -194,7 +201,7 @@ def log_quantize(
 
 
 @dataclass(frozen=True, eq=False)
-class KMeansQuantized:
+class KMeansQuantized(_Stored):
     """Codebook quantization: ``codes`` (uint8, in ``[0, 2^bits)``) index ``codebook``.
 
     ``codebook`` is float32, sorted ascending in each row: ``(2^bits,)`` per tensor or
@@ -217,11 +224,6 @@ class KMeansQuantized:
     def nbytes(self) -> int:
         """Codes packed at ``bits`` each plus every codebook entry as float32."""
         return _packed(self.codes.numel(), self.bits) + 4 * self.codebook.numel()
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per weight, codebooks included."""
-        return 8 * self.nbytes / max(1, self.codes.numel())
 
 
 # k-means++ seeds each row from at most this many evenly spaced order statistics of it (each
@@ -415,7 +417,7 @@ def nf4_levels() -> torch.Tensor:
 
 
 @dataclass(frozen=True, eq=False)
-class NF4Quantized:
+class NF4Quantized(_Stored):
     """NF4 codes (uint8 in ``[0, 16)``, indices into ``nf4_levels()``) and block scales.
 
     The flattened weights are cut into blocks of ``block_size`` (the last one zero-padded).
@@ -462,11 +464,6 @@ class NF4Quantized:
         if self.absmax is not None:
             return codes + 4 * self.absmax.numel()
         return codes + self.absmax_codes.numel() + 4 * self.absmax_step.numel() + 4
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per weight, scales included."""
-        return 8 * self.nbytes / max(1, self.codes.numel())
 
 
 def nf4_quantize(w: torch.Tensor, *, block_size: int = 64, double_quant: bool = False):
