@@ -42,9 +42,9 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 course: $(STAMP)
-	$(PY) -m tests.run_notebooks --mode full --out build/executed
+	$(PY) -m tools.run_notebooks --mode full --out build/executed
 	$(JUPYTER) nbconvert --to html --output-dir build/site build/executed/*.ipynb >/dev/null 2>&1
-	$(PY) -m tests.site_index build/site
+	$(PY) -m tools.site_index build/site
 	@echo "executed notebooks: build/executed/   site: build/site/index.html"
 
 test: $(STAMP)
@@ -68,7 +68,7 @@ lab: $(STAMP)
 	$(JUPYTER) lab --ip=127.0.0.1 --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 student: $(STAMP)
-	$(PY) -m quantcourse.checks.student notebooks build/student
+	$(PY) -m tools.student notebooks build/student
 
 bench: $(STAMP)
 	$(PY) -m quantcourse.bench

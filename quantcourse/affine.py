@@ -19,12 +19,19 @@ Conventions (DESIGN section 4), matched bit for bit with
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_axis, check_bits, check_float_tensor
+from . import _affine_fast as _fast
+from ._validate import (
+    check_axis,
+    check_bits,
+    check_choice,
+    check_float_tensor,
+    check_int,
+    raise_nonfinite,
+)
 
 __all__ = [
     "QParams",
@@ -34,12 +41,12 @@ __all__ = [
     "quantize",
     "dequantize",
     "fake_quantize",
+    "value_range",
 ]
 
 _EPS = torch.finfo(torch.float32).eps
-# Elements per block in the CPU per-tensor fast path: small enough that the block and its
-# temporaries stay in the L2 cache, large enough that Python overhead per block is negligible.
-_BLOCK = 1 << 18
+# Elements per block of the CPU per-tensor fast path (``_affine_fast``).
+_BLOCK = _fast.BLOCK
 
 
 def qrange(bits: int, *, signed: bool, narrow_range: bool = False) -> tuple[int, int]:
@@ -100,8 +107,8 @@ class QParams:
             raise ValueError(f"QParams: qmin ({self.qmin}) must be below qmax ({self.qmax})")
         if self.axis is not None and self.group_size is not None:
             raise ValueError("QParams: give axis (per channel) or group_size (per group), not both")
-        if self.group_size is not None and self.group_size < 1:
-            raise ValueError(f"QParams: group_size must be positive, got {self.group_size}")
+        if self.group_size is not None:
+            _check_size(self.group_size, "group_size", "QParams")
         if self.scale.shape != self.zero_point.shape:
             raise ValueError(
                 f"QParams: scale shape {tuple(self.scale.shape)} and zero_point shape "
@@ -162,9 +169,17 @@ class QParams:
 # ---------------------------------------------------------------- ranges per granularity
 
 
+def _check_size(value: object, name: str, fn: str) -> int:
+    """A positive int size such as ``group_size`` (``ValueError`` for anything else, as a bad
+    size always raised here); returns it."""
+    try:
+        return check_int(value, name, fn)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+
+
 def _check_group(x: torch.Tensor, group_size: int, fn: str) -> None:
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
-        raise ValueError(f"{fn}: group_size must be a positive int, got {group_size!r}")
+    _check_size(group_size, "group_size", fn)
     if x.ndim == 0:
         raise ValueError(f"{fn}: per-group quantization needs at least one dimension")
     if x.shape[-1] % group_size:
@@ -201,17 +216,54 @@ def _minmax(x: torch.Tensor, axis: int | None, group_size: int | None, fn: str):
     # NaN propagates through min/max and Inf lands in them, so finite extremes prove the
     # whole tensor finite without another pass over the data.
     if not (bool(torch.isfinite(mn).all()) and bool(torch.isfinite(mx).all())):
-        _raise_nonfinite(x, fn)
+        raise_nonfinite(x, fn)
     return mn.float(), mx.float(), axis
 
 
-def _raise_nonfinite(x: torch.Tensor, fn: str) -> None:
-    n_nan = int(torch.isnan(x).sum())
-    n_inf = int(torch.isinf(x).sum())
-    raise ValueError(
-        f"{fn}: the input holds {n_nan} NaN and {n_inf} infinite value(s) out of {x.numel()}; "
-        "quantize only finite data"
-    )
+def value_range(
+    x: torch.Tensor, *, axis: int | None = None, group_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum and maximum of ``x`` (float32): one pair per tensor, per slice along ``axis``
+    or per group of ``group_size`` along the last dimension. Raises for NaN or Inf."""
+    check_float_tensor(x, "value_range")
+    mn, mx, _ = _minmax(x, axis, group_size, "value_range")
+    return mn, mx
+
+
+# The shared NaN/Inf error, under the name other modules import from here.
+_raise_nonfinite = raise_nonfinite
+
+
+# ---------------------------------------------------------------- parameters from a range
+# The cores take a range already checked (finite min and max per tensor, channel or group);
+# the public functions below check their input, measure the range and call them.
+
+
+def _qparams_symmetric(mn: torch.Tensor, mx: torch.Tensor, bits: int, *,
+                       narrow_range: bool = True, axis: int | None = None,
+                       group_size: int | None = None) -> QParams:
+    """``z = 0``, ``s = max|x| / qmax`` (narrow) or ``max|x| / ((qmax - qmin) / 2)``."""
+    qmin, qmax = qrange(bits, signed=True, narrow_range=narrow_range)
+    amax = torch.maximum(-mn, mx)
+    denom = qmax if narrow_range else (qmax - qmin) / 2
+    scale = torch.clamp(amax / denom, min=_EPS)
+    zp = torch.zeros(scale.shape, dtype=torch.int32, device=scale.device)
+    return QParams(scale, zp, qmin, qmax, axis, group_size)
+
+
+def _qparams_asymmetric(mn: torch.Tensor, mx: torch.Tensor, bits: int, *,
+                        signed: bool = False, axis: int | None = None,
+                        group_size: int | None = None) -> QParams:
+    """``s = (max - min) / (qmax - qmin)``, ``z = clamp(qmin - round(min / s))``."""
+    qmin, qmax = qrange(bits, signed=signed)
+    # Widening the range to include 0 keeps real zero exactly representable (padding, ReLU
+    # zeros) and keeps the zero point inside [qmin, qmax].
+    mn = torch.clamp(mn, max=0.0)
+    mx = torch.clamp(mx, min=0.0)
+    scale = torch.clamp((mx - mn) / float(qmax - qmin), min=_EPS)
+    zp = qmin - torch.round(mn / scale)
+    zp = torch.clamp(zp, qmin, qmax).to(torch.int32)
+    return QParams(scale, zp, qmin, qmax, axis, group_size)
 
 
 def symmetric_qparams(
@@ -227,12 +279,8 @@ def symmetric_qparams(
     check_float_tensor(x, fn)
     check_bits(bits, 2, 16, fn)
     mn, mx, axis = _minmax(x, axis, group_size, fn)
-    qmin, qmax = qrange(bits, signed=True, narrow_range=narrow_range)
-    amax = torch.maximum(-mn, mx)
-    denom = qmax if narrow_range else (qmax - qmin) / 2
-    scale = torch.clamp(amax / denom, min=_EPS)
-    zp = torch.zeros(scale.shape, dtype=torch.int32, device=scale.device)
-    return QParams(scale, zp, qmin, qmax, axis, group_size)
+    return _qparams_symmetric(mn, mx, bits, narrow_range=narrow_range, axis=axis,
+                              group_size=group_size)
 
 
 def asymmetric_qparams(
@@ -248,22 +296,30 @@ def asymmetric_qparams(
     check_float_tensor(x, fn)
     check_bits(bits, 1, 16, fn)
     mn, mx, axis = _minmax(x, axis, group_size, fn)
-    qmin, qmax = qrange(bits, signed=signed)
-    # Widening the range to include 0 keeps real zero exactly representable (padding, ReLU
-    # zeros) and keeps the zero point inside [qmin, qmax].
-    mn = torch.clamp(mn, max=0.0)
-    mx = torch.clamp(mx, min=0.0)
-    scale = torch.clamp((mx - mn) / float(qmax - qmin), min=_EPS)
-    zp = qmin - torch.round(mn / scale)
-    zp = torch.clamp(zp, qmin, qmax).to(torch.int32)
-    return QParams(scale, zp, qmin, qmax, axis, group_size)
+    return _qparams_asymmetric(mn, mx, bits, signed=signed, axis=axis, group_size=group_size)
 
 
 # ---------------------------------------------------------------- quantize / dequantize
 
 
-def _broadcast(qp: QParams, x: torch.Tensor, fn: str):
-    """Scale and zero point shaped to broadcast against ``x`` (grouped: ``x`` is reshaped)."""
+def _shaped(qp: QParams, x: torch.Tensor):
+    """Scale and zero point shaped to broadcast against ``x`` (grouped: ``x`` is reshaped).
+
+    Unchecked: ``_check_shapes`` has proved that ``qp`` fits ``x``.
+    """
+    if qp.axis is not None:
+        shape = [1] * x.ndim
+        shape[qp.axis % x.ndim] = -1
+        return qp.scale.reshape(shape), qp.zero_point.reshape(shape), x
+    if qp.group_size is not None:
+        gshape = (*x.shape[:-1], x.shape[-1] // qp.group_size)
+        xg = x.reshape(*gshape, qp.group_size)
+        return qp.scale.unsqueeze(-1), qp.zero_point.reshape(gshape).unsqueeze(-1), xg
+    return qp.scale.reshape(()), qp.zero_point.reshape(()), x
+
+
+def _check_shapes(qp: QParams, x: torch.Tensor, fn: str) -> None:
+    """Raise unless ``qp``'s scales fit ``x``'s shape (one per channel, group or tensor)."""
     if qp.axis is not None:
         if x.ndim == 0:
             raise ValueError(f"{fn}: per-channel QParams need a tensor with dimensions")
@@ -273,10 +329,7 @@ def _broadcast(qp: QParams, x: torch.Tensor, fn: str):
                 f"{fn}: QParams hold {qp.scale.numel()} scales but axis {axis} of the input "
                 f"has {x.shape[axis]} channels"
             )
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        return qp.scale.reshape(shape), qp.zero_point.reshape(shape), x
-    if qp.group_size is not None:
+    elif qp.group_size is not None:
         _check_group(x, qp.group_size, fn)
         gshape = (*x.shape[:-1], x.shape[-1] // qp.group_size)
         if tuple(qp.scale.shape) != gshape:
@@ -284,52 +337,23 @@ def _broadcast(qp: QParams, x: torch.Tensor, fn: str):
                 f"{fn}: QParams scale shape {tuple(qp.scale.shape)} does not match the "
                 f"{gshape} groups of the input"
             )
-        xg = x.reshape(*gshape, qp.group_size)
-        return qp.scale.unsqueeze(-1), qp.zero_point.reshape(gshape).unsqueeze(-1), xg
-    if qp.scale.numel() != 1:
+    elif qp.scale.numel() != 1:
         raise ValueError(f"{fn}: per-tensor QParams must hold one scale, got {qp.scale.numel()}")
-    return qp.scale.reshape(()), qp.zero_point.reshape(()), x
 
 
-def _check_device(qp: QParams, x: torch.Tensor, fn: str) -> None:
+def _check_qparams(qp: object, x: torch.Tensor | None, fn: str) -> None:
+    """Raise unless ``qp`` is a ``QParams`` on ``x``'s device whose scales fit ``x``
+    (``x=None``: only the type)."""
+    if not isinstance(qp, QParams):
+        raise TypeError(f"{fn}: qp must be a QParams, got {type(qp).__name__}")
+    if x is None:
+        return
     if qp.scale.device != x.device:
         raise ValueError(
             f"{fn}: QParams live on {qp.scale.device} but the input is on {x.device}; "
             "use qp.to(x.device)"
         )
-
-
-def _quantize_per_tensor_cpu(x: torch.Tensor, inv: float, z: int, qp: QParams, fn: str):
-    """Blocked CPU path: each block is scaled, checked, rounded and clamped while in cache.
-
-    Every step is a plain PyTorch op; working block by block keeps the float temporaries in
-    the L2 cache, so the input is read from memory once and only the integers are written.
-    """
-    flat = x.reshape(-1)
-    out = torch.empty(flat.shape, dtype=qp.dtype)
-    buf = torch.empty(min(_BLOCK, flat.numel()), dtype=torch.float32)
-    # PyTorch converts float to int8 several times faster than float to uint8, so a uint8
-    # grid is computed shifted down by 128, stored through an int8 view, and shifted back
-    # by flipping the top bit ((v - 128) mod 256 xor 0x80 == v).
-    shift = 128 if qp.dtype == torch.uint8 else 0
-    store = out.view(torch.int8) if shift else out
-    # Clamping to [qmin - z, qmax - z] before adding z equals clamping after: all integers.
-    lo, hi = qp.qmin - z, qp.qmax - z
-    for xb, qb in zip(flat.split(_BLOCK), store.split(_BLOCK), strict=True):
-        b = buf[: xb.numel()]
-        torch.mul(xb, inv, out=b)
-        # NaN or Inf in the block make its scaled sum non-finite (a finite value that
-        # overflows once scaled can too: the exact check tells them apart).
-        if not math.isfinite(float(b.sum())) and not bool(torch.isfinite(xb).all()):
-            _raise_nonfinite(x, fn)
-        b.round_()
-        b.clamp_(lo, hi)
-        if z - shift:
-            b.add_(z - shift)
-        qb.copy_(b)
-        if shift:
-            qb.view(torch.uint8).bitwise_xor_(0x80)
-    return out.reshape(x.shape)
+    _check_shapes(qp, x, fn)
 
 
 def _check_generator(generator: object, device: torch.device, fn: str) -> None:
@@ -356,6 +380,22 @@ def _stochastic_round(t: torch.Tensor, generator: torch.Generator | None) -> tor
     return low + (u < t - low).to(t.dtype)
 
 
+def _quantize(x: torch.Tensor, qp: QParams, *, zero_point: bool = True,
+              generator: torch.Generator | None = None, stochastic: bool = False):
+    """``clamp(round_half_even(x * (1/s)) + z, qmin, qmax)``, unchecked.
+
+    ``x`` is a finite float tensor that ``qp`` fits (same device). ``zero_point=False`` skips
+    adding ``z`` for callers that know it is 0 (symmetric grids); ``stochastic`` rounds
+    down or up at random instead of to nearest.
+    """
+    scale, zp, xv = _shaped(qp, x)
+    t = xv.float() * torch.reciprocal(scale)
+    t = _stochastic_round(t, generator) if stochastic else t.round_()
+    if zero_point:
+        t.add_(zp)
+    return t.clamp_(qp.qmin, qp.qmax).to(qp.dtype).reshape(x.shape)
+
+
 def quantize(
     x: torch.Tensor,
     qp: QParams,
@@ -371,38 +411,24 @@ def quantize(
     """
     fn = "quantize"
     check_float_tensor(x, fn)
-    if not isinstance(qp, QParams):
-        raise TypeError(f"{fn}: qp must be a QParams, got {type(qp).__name__}")
-    if rounding not in ("nearest", "stochastic"):
-        raise ValueError(f"{fn}: rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    _check_qparams(qp, None, fn)
+    check_choice(rounding, "rounding", ("nearest", "stochastic"), fn)
     if rounding == "nearest" and generator is not None:
         raise ValueError(f"{fn}: a generator only makes sense with rounding='stochastic'")
     _check_generator(generator, x.device, fn)
-    _check_device(qp, x, fn)
+    _check_qparams(qp, x, fn)
     if x.numel() == 0:
-        _broadcast(qp, x, fn)
         return torch.empty(x.shape, dtype=qp.dtype, device=x.device)
     x32 = x.float()
-    if rounding == "stochastic":
-        scale, zp, xv = _broadcast(qp, x32, fn)
-        if not bool(torch.isfinite(xv).all()):
-            _raise_nonfinite(x, fn)
-        q = _stochastic_round(xv * torch.reciprocal(scale), generator) + zp
-        return torch.clamp(q, qp.qmin, qp.qmax).to(qp.dtype).reshape(x.shape)
-    if (
-        qp.axis is None and qp.group_size is None and x.device.type == "cpu"
-        and x32.numel() > _BLOCK
-    ):
-        if qp.scale.numel() != 1:
-            _broadcast(qp, x, fn)
+    stochastic = rounding == "stochastic"
+    if not stochastic and _fast.applies(x32, qp.granularity == "tensor"):
+        # The same formula block by block (finiteness checked on the way): _affine_fast.
         inv = float(torch.reciprocal(qp.scale.reshape(())))
-        return _quantize_per_tensor_cpu(x32.contiguous(), inv, int(qp.zero_point), qp, fn)
-    scale, zp, xv = _broadcast(qp, x32, fn)
-    if not bool(torch.isfinite(xv).all()):
-        _raise_nonfinite(x, fn)
-    q = torch.round(xv * torch.reciprocal(scale)) + zp
-    q = torch.clamp(q, qp.qmin, qp.qmax).to(qp.dtype)
-    return q.reshape(x.shape)
+        return _fast.quantize_per_tensor_cpu(x32.contiguous(), inv, int(qp.zero_point),
+                                             qp.qmin, qp.qmax, qp.dtype, fn)
+    if not bool(torch.isfinite(x32).all()):
+        raise_nonfinite(x, fn)
+    return _quantize(x32, qp, generator=generator, stochastic=stochastic)
 
 
 def _check_codes(q: torch.Tensor, qp: QParams, fn: str) -> None:
@@ -414,17 +440,17 @@ def _check_codes(q: torch.Tensor, qp: QParams, fn: str) -> None:
         )
 
 
-def _dequantize_per_tensor_cpu(q: torch.Tensor, s: float, z: int, qp: QParams, fn: str):
-    """Blocked CPU path: convert, shift and scale each block while it is in cache."""
-    flat = q.reshape(-1)
-    out = torch.empty(flat.shape, dtype=torch.float32)
-    for qb, ob in zip(flat.split(_BLOCK), out.split(_BLOCK), strict=True):
-        _check_codes(qb, qp, fn)
-        ob.copy_(qb)
-        if z:
-            ob.sub_(z)
-        ob.mul_(s)
-    return out.reshape(q.shape)
+def _dequantize(q: torch.Tensor, qp: QParams, *, zero_point: bool = True) -> torch.Tensor:
+    """``s * (q - z)`` in float32, unchecked: ``q`` holds codes in ``qp``'s grid and fits it.
+
+    ``zero_point=False`` skips subtracting ``z`` for callers that know it is 0: two passes
+    (convert, scale in place) instead of three, the same float32 products bit for bit.
+    """
+    scale, zp, qv = _shaped(qp, q)
+    w = qv.to(torch.float32)
+    if zero_point:
+        w.sub_(zp)
+    return w.mul_(scale).reshape(q.shape)
 
 
 def dequantize(q: torch.Tensor, qp: QParams) -> torch.Tensor:
@@ -434,17 +460,15 @@ def dequantize(q: torch.Tensor, qp: QParams) -> torch.Tensor:
         raise TypeError(f"{fn}: expected a torch.Tensor, got {type(q).__name__}")
     if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
         raise TypeError(f"{fn}: expected an integer tensor (the output of quantize), got {q.dtype}")
-    if not isinstance(qp, QParams):
-        raise TypeError(f"{fn}: qp must be a QParams, got {type(qp).__name__}")
-    _check_device(qp, q, fn)
+    _check_qparams(qp, q, fn)
     if q.numel() == 0:
-        _broadcast(qp, q, fn)
         return torch.empty(q.shape, dtype=torch.float32, device=q.device)
-    scale, zp, qv = _broadcast(qp, q, fn)
-    if qv.dim() == q.dim() and scale.numel() == 1 and q.device.type == "cpu" and q.numel() > _BLOCK:
-        return _dequantize_per_tensor_cpu(q, float(scale), int(zp), qp, fn)
+    if _fast.applies(q, qp.granularity == "tensor"):
+        # The same formula block by block, the codes checked on the way: _affine_fast.
+        return _fast.dequantize_per_tensor_cpu(q, float(qp.scale), int(qp.zero_point),
+                                               lambda block: _check_codes(block, qp, fn))
     _check_codes(q, qp, fn)
-    return (scale * (qv.to(torch.float32) - zp)).reshape(q.shape)
+    return _dequantize(q, qp)
 
 
 class _FakeQuantizeSTE(torch.autograd.Function):
@@ -467,15 +491,12 @@ def fake_quantize(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     """Quantize then dequantize in one differentiable step (straight-through gradient)."""
     fn = "fake_quantize"
     check_float_tensor(x, fn)
-    if not isinstance(qp, QParams):
-        raise TypeError(f"{fn}: qp must be a QParams, got {type(qp).__name__}")
-    _check_device(qp, x, fn)
+    _check_qparams(qp, x, fn)
     if x.numel() == 0:
-        _broadcast(qp, x, fn)
         return x.clone()
-    scale, zp, xv = _broadcast(qp, x, fn)
+    scale, zp, xv = _shaped(qp, x)
     if not bool(torch.isfinite(xv.detach()).all()):
-        _raise_nonfinite(x, fn)
+        raise_nonfinite(x, fn)
     x32 = xv if xv.dtype == torch.float32 else xv.float()
     out = _FakeQuantizeSTE.apply(x32, scale, zp.to(torch.float32), qp.qmin, qp.qmax)
     return out.reshape(x.shape).to(x.dtype)

@@ -32,20 +32,12 @@ from torch import nn
 from .affine import asymmetric_qparams, dequantize, quantize, symmetric_qparams
 from .env import environment_report
 from .hessian import gptq, gptq_hessian
-from .kernels import (
-    FbgemmDynamicLinear,
-    W4A16Linear,
-    W8A8Linear,
-    W8A16Linear,
-    fbgemm_available,
-    int8_matmul,
-    int8_matmul_path,
-)
+from .kernels import int8_matmul, int8_matmul_path
+from .qlinear import FbgemmDynamicLinear, W8A8Linear, quantized_linear_types
 from .timing import time_median, time_paired
 
 __all__ = [
     "time_median", "time_paired", "bench_kernels", "bench_gemm", "bench_linear", "bench_minilm",
-    "main",
 ]
 
 
@@ -229,12 +221,8 @@ def bench_gptq(device: str = "cpu", shape=(4096, 4096), rows: int = 2048, bits: 
 
 
 def _linear_cases(device: str):
-    cases = [("W8A8Linear (dynamic per-token int8)", W8A8Linear.from_float)]
-    if device == "cpu" and fbgemm_available():
-        cases.append(("FbgemmDynamicLinear (PyTorch x86 int8)", FbgemmDynamicLinear.from_float))
-    cases += [("W8A16Linear (int8 weights, per channel)", W8A16Linear.from_float),
-              ("W4A16Linear (packed int4, groups of 128)", W4A16Linear.from_float)]
-    return cases
+    return [(f"{name} ({cls.description})", cls.from_float)
+            for name, cls in quantized_linear_types(device).items()]
 
 
 def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
@@ -288,7 +276,7 @@ def bench_minilm(repeat: int = 5, progress=None) -> list[dict]:
     sentences = corpus()
     reference = minilm()
     cases = [("W8A8Linear everywhere", W8A8Linear.from_float)]
-    if fbgemm_available():
+    if FbgemmDynamicLinear.available("cpu"):
         cases.insert(0, ("FbgemmDynamicLinear everywhere", FbgemmDynamicLinear.from_float))
     records = []
     for name, make in cases:

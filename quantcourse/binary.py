@@ -35,14 +35,20 @@ Training
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._validate import check_axis, check_bits, check_float_tensor
+from ._validate import (
+    check_bits,
+    check_choice,
+    check_float_tensor,
+    check_optional_axis,
+    check_real,
+    require_finite,
+)
 
 __all__ = [
     "binarize",
@@ -58,27 +64,15 @@ __all__ = [
 # ---------------------------------------------------------------- validation and reductions
 
 
-def _check_axis(w: torch.Tensor, axis: object, fn: str) -> int | None:
-    if axis is None:
-        return None
-    if w.ndim == 0 and isinstance(axis, int) and not isinstance(axis, bool):
-        raise ValueError(f"{fn}: per-channel scales (axis={axis}) need at least one dimension")
-    return check_axis(axis, w.ndim, fn)
-
-
-def _check_finite(w: torch.Tensor, fn: str) -> None:
-    if w.numel() and not bool(torch.isfinite(w).all()):
-        n_nan, n_inf = int(torch.isnan(w).sum()), int(torch.isinf(w).sum())
-        raise ValueError(
-            f"{fn}: the weights hold {n_nan} NaN and {n_inf} infinite value(s) out of "
-            f"{w.numel()}; binarize or ternarize only finite weights"
-        )
+_KINDS = ("binary", "ternary")
+# How a weight holding NaN or Inf is reported (require_finite's wording).
+_FINITE = {"what": "the weights", "advice": "binarize or ternarize only finite weights"}
 
 
 def _validate(w: object, axis: object, fn: str) -> int | None:
     check_float_tensor(w, fn)
-    axis = _check_axis(w, axis, fn)
-    _check_finite(w.detach(), fn)
+    axis = check_optional_axis(axis, w.ndim, fn)
+    require_finite(w.detach(), fn, **_FINITE)
     return axis
 
 
@@ -124,14 +118,6 @@ def binarize(w: torch.Tensor, *, axis: int | None = None) -> tuple[torch.Tensor,
     return signs, _scale_out(alpha, axis)
 
 
-def _check_delta_factor(delta_factor: object, fn: str) -> float:
-    if isinstance(delta_factor, bool) or not isinstance(delta_factor, (int, float)):
-        raise TypeError(f"{fn}: delta_factor must be a number, got {type(delta_factor).__name__}")
-    if not math.isfinite(delta_factor) or delta_factor < 0:
-        raise ValueError(f"{fn}: delta_factor must be a finite number >= 0, got {delta_factor}")
-    return float(delta_factor)
-
-
 def ternarize(
     w: torch.Tensor, *, axis: int | None = None, delta_factor: float = 0.7
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +129,7 @@ def ternarize(
     """
     fn = "ternarize"
     axis = _validate(w, axis, fn)
-    delta_factor = _check_delta_factor(delta_factor, fn)
+    delta_factor = check_real(delta_factor, "delta_factor", fn, lo=0)
     w = w.detach()
     if w.numel() == 0:
         n = 1 if axis is None else w.shape[axis]
@@ -170,7 +156,7 @@ def sign_dequantize(
     if codes.is_floating_point() or codes.is_complex():
         raise TypeError(f"{fn}: codes must be an integer tensor, got {codes.dtype}")
     check_float_tensor(alpha, fn)
-    axis = _check_axis(codes, axis, fn)
+    axis = check_optional_axis(axis, codes.ndim, fn)
     want = () if axis is None else (codes.shape[axis],)
     if tuple(alpha.shape) != want and not (axis is None and alpha.numel() == 1):
         raise ValueError(f"{fn}: alpha must have shape {want} for axis={axis}, "
@@ -229,11 +215,9 @@ class SignWeight(nn.Module):
 
     def __init__(self, kind: str = "binary", *, axis: int | None = 0, delta_factor: float = 0.7):
         super().__init__()
-        if kind not in ("binary", "ternary"):
-            raise ValueError(f"SignWeight: kind must be 'binary' or 'ternary', got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice(kind, "kind", _KINDS, "SignWeight")
         self.axis = axis
-        self.delta_factor = _check_delta_factor(delta_factor, "SignWeight")
+        self.delta_factor = check_real(delta_factor, "delta_factor", "SignWeight", lo=0)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.kind == "binary":
@@ -281,21 +265,20 @@ def sign_quantized_model(
     fn = "sign_quantized_model"
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: expected an nn.Module, got {type(model).__name__}")
-    if kind not in ("binary", "ternary"):
-        raise ValueError(f"{fn}: kind must be 'binary' or 'ternary', got {kind!r}")
+    check_choice(kind, "kind", _KINDS, fn)
     if isinstance(keep, str):
         keep = (keep,)
     if keep_bits is not None:
         check_bits(keep_bits, 2, 16, fn)
-    _check_delta_factor(delta_factor, fn)
+    check_real(delta_factor, "delta_factor", fn, lo=0)
     names = {name for name, _ in model.named_modules()}
     unknown = sorted(set(keep) - names)
     if unknown:
         raise ValueError(f"{fn}: no module named {unknown} in the model; modules: "
                          f"{sorted(n for n in names if n)}")
     for name, p in model.named_parameters():
-        if name.endswith("weight") and not bool(torch.isfinite(p.detach()).all()):
-            _check_finite(p.detach(), f"{fn} ({name})")
+        if name.endswith("weight"):
+            require_finite(p.detach(), f"{fn} ({name})", **_FINITE)
     qmodel = copy.deepcopy(model)
     for name, module in list(qmodel.named_modules()):
         w = getattr(module, "weight", None)

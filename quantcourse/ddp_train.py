@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ._validate import check_int_in
+
 __all__ = ["main", "run_torchrun", "train"]
 
 NAMES = {"none": None, "qsgd": "qsgd", "sign_ef": "sign_ef"}
@@ -192,9 +194,7 @@ def run_torchrun(
     workers, one process group) is killed and ``TimeoutError`` raised; a non-zero exit raises
     ``RuntimeError`` with the last lines of the log. Returns the completed process.
     """
-    n = nproc_per_node
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"run_torchrun: nproc_per_node must be a positive int, got {n!r}")
+    check_int_in(nproc_per_node, "nproc_per_node", "run_torchrun")
     if not timeout > 0:
         raise ValueError(f"run_torchrun: timeout must be positive, got {timeout!r}")
     cmd = [_torchrun(), "--standalone", f"--nproc_per_node={nproc_per_node}", "--max-restarts=0",

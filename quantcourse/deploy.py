@@ -58,6 +58,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,6 +69,7 @@ from ._validate import check_bits, check_float_tensor
 from .affine import QParams, fake_quantize, quantize, symmetric_qparams
 from .hardware import u8s8_matmul_saturating
 from .models import DigitsCNN
+from .nn import calibrate, quantizable_layers
 from .observers import MinMaxObserver
 
 __all__ = [
@@ -89,7 +91,7 @@ _INSTALL_HINT = (
     "the ONNX deploy path needs the optional packages onnx and onnxruntime: run "
     "`pip install quantcourse[deploy]` (or `pip install onnx onnxruntime`)"
 )
-_LAYERS = ("conv1", "conv2", "fc1", "fc2")
+_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # the layers the exported graph encodes, in order
 _ACTIVATIONS = ("uint8", "int8")
 _CALIBRATION_BATCH = 256
 _INT32 = (-(2**31), 2**31 - 1)
@@ -193,25 +195,29 @@ def _activation_observer(activations: str) -> MinMaxObserver:
     return MinMaxObserver(8, symmetric=True)
 
 
-def _plan(model: DigitsCNN, batches: list[torch.Tensor], bits: int, activations: str):
+@dataclass(frozen=True)
+class _QuantPlan:
+    """The ``QParams`` of every convolution and linear layer, by layer name: its weight
+    (per output channel), its bias (int32 on the accumulator's grid) and its input."""
+
+    weights: dict[str, QParams]
+    biases: dict[str, QParams]
+    inputs: dict[str, QParams]
+
+
+def _plan(model: DigitsCNN, batches: list[torch.Tensor], bits: int,
+          activations: str) -> _QuantPlan:
     """Weight, bias and input ``QParams`` of every layer (one calibration pass, no grad)."""
-    layers = {k: getattr(model, k) for k in _LAYERS}
-    observers = {k: _activation_observer(activations) for k in _LAYERS}
-    hooks = [
-        mod.register_forward_pre_hook(lambda _m, inp, k=k: observers[k].observe(inp[0]))
-        for k, mod in layers.items()
-    ]
+    layers = quantizable_layers(model)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for b in batches:
-                model(b.to(next(model.parameters()).device))
+        observed = calibrate(model, lambda: _activation_observer(activations), batches,
+                             run=lambda b: model(b.to(device)))
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
-    inputs = {k: observers[k].qparams().to("cpu") for k in _LAYERS}
+    inputs = {k: qp.to("cpu") for k, qp in observed.items()}
     weights, biases = {}, {}
     for k, mod in layers.items():
         w = mod.weight.detach().cpu().float()
@@ -221,7 +227,7 @@ def _plan(model: DigitsCNN, batches: list[torch.Tensor], bits: int, activations:
         scale = (inputs[k].scale * weights[k].scale).float()
         biases[k] = QParams(scale, torch.zeros(scale.shape, dtype=torch.int32),
                             *_INT32, axis=0)
-    return weights, biases, inputs
+    return _QuantPlan(weights, biases, inputs)
 
 
 class QDQDigitsCNN(nn.Module):
@@ -329,9 +335,9 @@ def simulate_qdq(model: DigitsCNN, calibration, *, bits: int = 8,
         raise ValueError(f"{fn}: u8s8_saturation models uint8 activations times int8 weights; "
                          f"activations={activations!r} does not use that kernel")
     batches = _calibration_batches(calibration, fn)
-    weights, biases, inputs = _plan(model, batches, bits, activations)
-    return QDQDigitsCNN(model, weights, biases, inputs, bits=bits, activations=activations,
-                        u8s8_saturation=u8s8_saturation).eval()
+    plan = _plan(model, batches, bits, activations)
+    return QDQDigitsCNN(model, plan.weights, plan.biases, plan.inputs, bits=bits,
+                        activations=activations, u8s8_saturation=u8s8_saturation).eval()
 
 
 # ---------------------------------------------------------------- the ONNX graphs
@@ -377,7 +383,7 @@ class _GraphBuilder:
         return self.node("DequantizeLinear", [name, scale, zp], f"{key}_dequantized", axis=0)
 
 
-def _build_graph(model: DigitsCNN, plan, activations: str):
+def _build_graph(model: DigitsCNN, plan: _QuantPlan | None, activations: str):
     import numpy as np
 
     onnx, helper, numpy_helper = _require_onnx()
@@ -390,16 +396,15 @@ def _build_graph(model: DigitsCNN, plan, activations: str):
         b = mod.bias.detach().cpu().float()
         if plan is None:
             return g.init(f"{k}.weight", _np(w)), g.init(f"{k}.bias", _np(b))
-        weights, biases, _ = plan
-        w_codes = _np(quantize(w, weights[k]))  # int8 for bits <= 8
-        b_codes = _np(quantize(b, biases[k])).astype(np.int32)
-        return (g.constant_dq(f"{k}.weight", w_codes, weights[k], np.int8),
-                g.constant_dq(f"{k}.bias", b_codes, biases[k], np.int32))
+        w_codes = _np(quantize(w, plan.weights[k]))  # int8 for bits <= 8
+        b_codes = _np(quantize(b, plan.biases[k])).astype(np.int32)
+        return (g.constant_dq(f"{k}.weight", w_codes, plan.weights[k], np.int8),
+                g.constant_dq(f"{k}.bias", b_codes, plan.biases[k], np.int32))
 
     def act(x: str, k: str, tag: str) -> str:
         if plan is None:
             return x
-        return g.qdq(x, f"{k}.input", plan[2][k], act_dtype, tag)
+        return g.qdq(x, f"{k}.input", plan.inputs[k], act_dtype, tag)
 
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
     x = act("input", "conv1", "conv1.input")

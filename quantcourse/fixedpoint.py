@@ -99,6 +99,17 @@ def _int32_tensor(x: object, name: str, fn: str) -> torch.Tensor:
     return x
 
 
+def _integer_tensor(x: object, name: str, fn: str) -> torch.Tensor:
+    """An int or an integer tensor (a bool is neither), as an int64 tensor."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return torch.tensor(int(x), dtype=torch.int64)
+    if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex()
+                                            or x.dtype == torch.bool):
+        return x.to(torch.int64)
+    got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+    raise TypeError(f"{fn}: {name} must be an int or an integer tensor, got {got}")
+
+
 def _check_range(t: torch.Tensor, lo: int, hi: int, name: str, fn: str, why: str) -> None:
     if t.numel() == 0:
         return
@@ -199,16 +210,7 @@ def rounding_divide_by_pot(x: torch.Tensor | int, exponent: int | torch.Tensor) 
     """
     fn = "rounding_divide_by_pot"
     x32 = _int32_tensor(x, "x", fn)
-    if isinstance(exponent, torch.Tensor):
-        if exponent.is_floating_point() or exponent.is_complex() or exponent.dtype == torch.bool:
-            raise TypeError(f"{fn}: exponent must be an int or an integer tensor, got "
-                            f"{exponent.dtype}")
-        e = exponent.to(torch.int64)
-    elif isinstance(exponent, numbers.Integral) and not isinstance(exponent, bool):
-        e = torch.tensor(int(exponent), dtype=torch.int64)
-    else:
-        raise TypeError(f"{fn}: exponent must be an int or an integer tensor, got "
-                        f"{type(exponent).__name__}")
+    e = _integer_tensor(exponent, "exponent", fn)
     _check_range(e, 0, 31, "exponent", fn, "a right shift of an int32")
     x64 = x32.to(torch.int64)
     mask = torch.bitwise_left_shift(torch.ones_like(e), e) - 1
@@ -272,19 +274,12 @@ def fixed_mul(
 
 
 def _zero_point(z: object, name: str, fn: str, n: int | None) -> torch.Tensor:
-    if isinstance(z, numbers.Integral) and not isinstance(z, bool):
-        t = torch.tensor(int(z), dtype=torch.int32)
-    elif isinstance(z, torch.Tensor) and not (z.is_floating_point() or z.is_complex()
-                                              or z.dtype == torch.bool):
-        t = z.to(torch.int32)
-    else:
-        raise TypeError(f"{fn}: {name} must be an int or an integer tensor, got "
-                        f"{type(z).__name__ if not isinstance(z, torch.Tensor) else z.dtype}")
+    t = _integer_tensor(z, name, fn)
     if t.ndim > 1 or (t.ndim == 1 and (n is None or t.numel() != n)):
         want = "one value" if n is None else f"one value or one per output column ({n})"
         raise ValueError(f"{fn}: {name} must be {want}, got shape {tuple(t.shape)}")
     _check_range(t, -128, 127, name, fn, "a zero point of an int8 grid")
-    return t
+    return t.to(torch.int32)
 
 
 def zero_point_matmul(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_bits, check_float_tensor
+from ._validate import check_bits, check_float_tensor, check_int_in
 from .affine import QParams, dequantize, qrange, quantize
 
 __all__ = [
@@ -168,10 +168,8 @@ def fixed_qparams(int_bits: int, frac_bits: int, *, signed: bool = True) -> QPar
 
     A signed Qm.n number has 1 sign bit, ``m`` integer bits and ``n`` fraction bits.
     """
-    if not isinstance(int_bits, int) or int_bits < 0:
-        raise ValueError(f"fixed_qparams: int_bits must be a non-negative int, got {int_bits!r}")
-    if not isinstance(frac_bits, int) or frac_bits < 0:
-        raise ValueError(f"fixed_qparams: frac_bits must be a non-negative int, got {frac_bits!r}")
+    check_int_in(int_bits, "int_bits", "fixed_qparams", 0)
+    check_int_in(frac_bits, "frac_bits", "fixed_qparams", 0)
     total = int_bits + frac_bits + (1 if signed else 0)
     check_bits(total, 2 if signed else 1, 16, "fixed_qparams (total width)")
     qmin, qmax = qrange(total, signed=signed)

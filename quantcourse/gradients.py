@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validate import check_float_tensor
+from ._validate import check_float_tensor, check_int_in
 from .packing import pack_bits, unpack_bits
 
 __all__ = [
@@ -94,20 +94,8 @@ class Compressed:
 
 
 def _check_levels(levels: object, fn: str) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, int):
-        raise ValueError(f"{fn}: levels must be an int, got {levels!r}")
-    if not 1 <= levels <= MAX_LEVELS:
-        raise ValueError(
-            f"{fn}: levels must be between 1 and {MAX_LEVELS} (codes in [-levels, levels] "
-            f"travel as at most one signed byte), got {levels}"
-        )
-    return levels
-
-
-def _check_chunk(chunk: object, fn: str) -> int:
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"{fn}: chunk must be a positive int, got {chunk!r}")
-    return chunk
+    return check_int_in(levels, "levels", fn, 1, MAX_LEVELS,
+                        why=" (codes in [-levels, levels] travel as at most one signed byte)")
 
 
 def _check_gradient(g: object, fn: str) -> torch.Tensor:
@@ -134,7 +122,7 @@ def qsgd_variance_bound(d: int, levels: int) -> float:
     levels: ``min(d / s^2, sqrt(d) / s)``."""
     fn = "qsgd_variance_bound"
     s = _check_levels(levels, fn)
-    d = _check_chunk(d, fn)
+    d = check_int_in(d, "d", fn)
     return min(d / s**2, math.sqrt(d) / s)
 
 
@@ -147,7 +135,7 @@ def qsgd_encode(
     """
     fn = "qsgd_encode"
     s = _check_levels(levels, fn)
-    chunk = _check_chunk(chunk, fn)
+    chunk = check_int_in(chunk, "chunk", fn)
     x = _check_gradient(g, fn)
     blocks = _chunked(x, chunk)
     norms = torch.linalg.vector_norm(blocks, dim=1)
@@ -165,7 +153,7 @@ def qsgd_encode(
 def sign_encode(g: torch.Tensor, *, chunk: int = 128) -> Compressed:
     """One bit per element (1 where ``g >= 0``) and the mean ``|g|`` of each chunk."""
     fn = "sign_encode"
-    chunk = _check_chunk(chunk, fn)
+    chunk = check_int_in(chunk, "chunk", fn)
     x = _check_gradient(g, fn)
     blocks = _chunked(x, chunk)
     counts = torch.full((blocks.shape[0],), chunk, dtype=torch.float32)
@@ -243,7 +231,7 @@ class CompressionState:
                 f"got {self.compressor!r}"
             )
         _check_levels(self.levels, "CompressionState")
-        _check_chunk(self.chunk, "CompressionState")
+        check_int_in(self.chunk, "chunk", "CompressionState")
 
     @property
     def ratio(self) -> float:

@@ -29,6 +29,12 @@ Functions:
 * ``fbgemm_dynamic_linear_model(x, weight_q, weight_scale, bias, reduce_range=..., saturate=...)``:
   the whole ``torch.ops.quantized.linear_dynamic`` computation, with exact or saturating pair
   sums: what ``FbgemmDynamicLinear`` returns on a VNNI / a non-VNNI machine.
+
+Cost models, from the same notebook's sections "the roofline" and "energy":
+
+* ``arithmetic_intensity(batch, in_features, out_features, weight_bits, act_bytes=4)``: FLOPs
+  per byte moved by a linear layer.
+* ``ENERGY_PJ``: energy per operation in picojoules (Horowitz, ISSCC 2014, 45 nm).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from ._validate import check_int, check_real
 from .affine import QParams
 
 __all__ = [
@@ -50,6 +57,8 @@ __all__ = [
     "u8s8_saturated_pairs",
     "fbgemm_activation_qparams",
     "fbgemm_dynamic_linear_model",
+    "arithmetic_intensity",
+    "ENERGY_PJ",
 ]
 
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
@@ -271,3 +280,38 @@ def fbgemm_dynamic_linear_model(x: torch.Tensor, weight_q: torch.Tensor,
     if bias is not None:
         out = out + bias.detach().float()[None, :]
     return out.reshape(*x.shape[:-1], n_out).to(x.dtype)
+
+
+# ---------------------------------------------------------------- cost models
+
+# M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm:
+# energy per operation in picojoules (the paper's estimates, not measurements of this machine).
+ENERGY_PJ: dict[str, float] = {
+    "int8_add": 0.03,
+    "int32_add": 0.1,
+    "int8_mult": 0.2,
+    "int32_mult": 3.1,
+    "fp16_add": 0.4,
+    "fp16_mult": 1.1,
+    "fp32_add": 0.9,
+    "fp32_mult": 3.7,
+    "sram_read_32bit_8kb": 5.0,
+    "dram_read_32bit": 640.0,
+}
+
+
+def arithmetic_intensity(batch: int, in_features: int, out_features: int, weight_bits: float,
+                         act_bytes: float = 4) -> float:
+    """FLOP per byte of a linear layer: ``2BKN`` FLOPs over the weights read once
+    (``KN weight_bits / 8`` bytes) plus the inputs read and outputs written
+    (``B (K + N) act_bytes``)."""
+    fn = "arithmetic_intensity"
+    for name, value in (("batch", batch), ("in_features", in_features),
+                        ("out_features", out_features)):
+        check_int(value, name, fn)
+    check_real(weight_bits, "weight_bits", fn, lo=0, lo_open=True)
+    check_real(act_bytes, "act_bytes", fn, lo=0)
+    flops = 2 * batch * in_features * out_features
+    nbytes = (in_features * out_features * weight_bits / 8
+              + batch * (in_features + out_features) * act_bytes)
+    return flops / nbytes

@@ -23,14 +23,13 @@ Introduced in ``15_second_order.ipynb``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ._validate import check_bits, check_float_tensor
+from ._validate import check_bits, check_float_tensor, check_int_in, check_real_in
 from .affine import QParams, qrange, symmetric_qparams
 
 __all__ = ["TraceEstimate", "hutchinson_trace", "hawq_sensitivity", "gptq_hessian", "gptq"]
@@ -84,13 +83,11 @@ def hutchinson_trace(
         check_float_tensor(p, fn)
         if not p.requires_grad:
             raise ValueError(f"{fn}: params[{i}] does not require grad")
-    for name, value in (("max_iter", max_iter), ("min_iter", min_iter)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+    check_int_in(max_iter, "max_iter", fn)
+    check_int_in(min_iter, "min_iter", fn)
     if min_iter > max_iter:
         raise ValueError(f"{fn}: min_iter ({min_iter}) is above max_iter ({max_iter})")
-    if not (isinstance(rtol, (int, float)) and rtol >= 0 and math.isfinite(rtol)):
-        raise ValueError(f"{fn}: rtol must be a finite number >= 0, got {rtol!r}")
+    check_real_in(rtol, "rtol", fn, lo=0)
 
     grads = torch.autograd.grad(loss, params, create_graph=True)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -181,10 +178,7 @@ def gptq_hessian(inputs: torch.Tensor | Iterable[torch.Tensor]) -> torch.Tensor:
         if width is not None and x.shape[-1] != width:
             raise ValueError(f"{fn}: batch {i} has {x.shape[-1]} features, the first {width}")
         width = x.shape[-1]
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            raise ValueError(f"{fn}: calibration batch {i} holds {int((~finite).sum())} NaN or "
-                             f"infinite value(s) out of {x.numel()}")
+        _check_finite(x, fn, f"calibration batch {i}")
     h = torch.zeros(width, width, dtype=torch.float64, device=batches[0].device)
     for x in batches:
         xs = x.detach().reshape(-1, width).double()
@@ -192,11 +186,11 @@ def gptq_hessian(inputs: torch.Tensor | Iterable[torch.Tensor]) -> torch.Tensor:
     return h
 
 
-def _check_int(value, name: str, fn: str, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}")
+def _check_finite(t: torch.Tensor, fn: str, what: str) -> None:
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        raise ValueError(f"{fn}: {what} holds {int((~finite).sum())} NaN or infinite value(s) "
+                         f"out of {t.numel()}")
 
 
 def gptq(
@@ -243,17 +237,14 @@ def gptq(
     if hessian.shape[0] != cols:
         raise ValueError(f"{fn}: the Hessian is {tuple(hessian.shape)} but the weight has {cols} "
                          f"input columns: it needs ({cols}, {cols})")
-    _check_int(group_size, "group_size", fn, allow_none=True)
-    _check_int(block_size, "block_size", fn)
+    if group_size is not None:
+        check_int_in(group_size, "group_size", fn)
+    check_int_in(block_size, "block_size", fn)
     if group_size is not None and cols % group_size:
         raise ValueError(f"{fn}: group_size {group_size} does not divide the {cols} input columns")
-    if not (isinstance(percdamp, (int, float)) and 0 <= percdamp and math.isfinite(percdamp)):
-        raise ValueError(f"{fn}: percdamp must be a finite number >= 0, got {percdamp!r}")
+    check_real_in(percdamp, "percdamp", fn, lo=0)
     for name, t in (("weight", weight), ("hessian", hessian)):
-        finite = torch.isfinite(t)
-        if not bool(finite.all()):
-            raise ValueError(f"{fn}: the {name} holds {int((~finite).sum())} NaN or infinite "
-                             f"value(s) out of {t.numel()}")
+        _check_finite(t, fn, f"the {name}")
     if weight.numel() == 0:
         qp = symmetric_qparams(weight.detach().float(), bits, axis=0, group_size=None) \
             if group_size is None else symmetric_qparams(weight.detach().float(), bits,

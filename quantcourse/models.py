@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._validate import check_int_in
 from .data import digits_data
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "DIGITS_WEIGHTS",
     "minilm",
     "embedding_fidelity",
-    "main",
 ]
 
 DIGITS_WEIGHTS = Path(__file__).resolve().parent / "weights" / "digits_cnn.safetensors"
@@ -176,6 +176,7 @@ def train_digits_cnn(
     batch_size: int = TRAIN_BATCH,
     lr: float = TRAIN_LR,
     progress: bool = False,
+    model_factory: type[nn.Module] | None = None,
 ) -> DigitsCNN:
     """Train a ``DigitsCNN`` from scratch on the digits training split, seeded, on the CPU.
 
@@ -185,11 +186,11 @@ def train_digits_cnn(
     arguments on the same machine and thread count give bit-identical weights. Returns the
     model in eval mode. ``progress=True`` shows a tqdm bar over epochs (on stderr).
     The defaults are the recipe behind the shipped weights (a few seconds on 2 cores).
+    ``model_factory`` (a class called with no arguments) trains another digits architecture
+    by the same recipe (``quantcourse.models_bn.DigitsCNNBN``).
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"train_digits_cnn: epochs must be a positive int, got {epochs!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"train_digits_cnn: batch_size must be a positive int, got {batch_size!r}")
+    check_int_in(epochs, "epochs", "train_digits_cnn")
+    check_int_in(batch_size, "batch_size", "train_digits_cnn")
     if not lr > 0:
         raise ValueError(f"train_digits_cnn: lr must be positive, got {lr!r}")
     from tqdm import tqdm
@@ -197,7 +198,7 @@ def train_digits_cnn(
     x, y, _, _ = digits_data()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DigitsCNN()
+        model = (DigitsCNN if model_factory is None else model_factory)()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=TRAIN_WEIGHT_DECAY)
     steps_per_epoch = -(-len(x) // batch_size)
@@ -416,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            f"(default {TRAIN_SEED})")
     re_p.add_argument("--min-accuracy", type=float, default=0.97,
                       help="refuse to write weights below this test accuracy (default 0.97)")
+    re_p.add_argument("--out-bn", type=Path, default=None,
+                      help="where to write the BatchNorm variant's weights (default: next to "
+                           "--out, named <stem>_bn.safetensors)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -433,6 +437,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "test_accuracy": f"{acc:.4f}", "torch": torch.__version__}
     path = save_digits_cnn(model, args.out, meta)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+    # The BatchNorm variant (notebook 11's BatchNorm folding), by the same seeded recipe.
+    from .models_bn import DIGITS_BN_WEIGHTS, train_digits_cnn_bn
+
+    model_bn = train_digits_cnn_bn(args.epochs, seed=args.seed, progress=True)
+    acc_bn = evaluate_digits(model_bn)
+    print(f"BatchNorm variant: test accuracy {acc_bn:.4f}")
+    if acc_bn < args.min_accuracy:
+        print(f"test accuracy {acc_bn:.4f} is below {args.min_accuracy}; BatchNorm weights not "
+              "written", file=sys.stderr)
+        return 1
+    out_bn = args.out_bn or (DIGITS_BN_WEIGHTS if args.out == DIGITS_WEIGHTS
+                             else args.out.with_name(f"{args.out.stem}_bn.safetensors"))
+    path_bn = save_digits_cnn(model_bn, out_bn,
+                              {**meta, "test_accuracy": f"{acc_bn:.4f}"})
+    print(f"wrote {path_bn} ({path_bn.stat().st_size} bytes)")
     return 0
 
 

@@ -33,7 +33,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ._validate import check_axis, check_bits, check_float_tensor
+from ._validate import (
+    check_bits,
+    check_bool,
+    check_float_tensor,
+    check_int_in,
+    check_optional_axis,
+    check_real_in,
+    require_finite,
+)
 from .affine import dequantize, quantize, symmetric_qparams
 
 __all__ = [
@@ -57,30 +65,14 @@ _EPS = torch.finfo(torch.float32).eps
 
 
 def _check_finite(w: torch.Tensor, fn: str) -> None:
-    finite = torch.isfinite(w)
-    if not bool(finite.all()):
-        n_nan = int(torch.isnan(w).sum())
-        n_inf = int(torch.isinf(w).sum())
-        first = tuple(int(i) for i in (~finite).nonzero()[0].tolist())
-        raise ValueError(
-            f"{fn}: the weights hold {n_nan} NaN and {n_inf} infinite value(s) out of "
-            f"{w.numel()} (first at index {first}); quantize only finite data"
-        )
-
-
-def _check_int(value: object, name: str, lo: int, hi: int, fn: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{fn}: {name} must be an int between {lo} and {hi}, got {value!r}")
-    return value
+    require_finite(w, fn, what="the weights hold", first_index=True)
 
 
 def _rows(w: torch.Tensor, axis: int | None, fn: str) -> tuple[torch.Tensor, int | None]:
     """``w`` as a 2-D ``(slices, values)`` view: one row per tensor or per slice along axis."""
+    axis = check_optional_axis(axis, w.ndim, fn)
     if axis is None:
         return w.reshape(1, -1), None
-    if w.ndim == 0 and isinstance(axis, int) and not isinstance(axis, bool):
-        raise ValueError(f"{fn}: per-channel quantization needs a tensor with dimensions")
-    axis = check_axis(axis, w.ndim, fn)
     inner = math.prod(w.shape) // w.shape[axis] if w.shape[axis] else 0
     return w.movedim(axis, 0).reshape(w.shape[axis], inner), axis
 
@@ -118,7 +110,7 @@ def log_levels(bits: int = 4, *, frac_bits: int = 0) -> torch.Tensor:
     """
     fn = "log_levels"
     check_bits(bits, 2, 8, fn)
-    _check_int(frac_bits, "frac_bits", 0, 4, fn)
+    check_int_in(frac_bits, "frac_bits", fn, 0, 4)
     k = 2 ** (bits - 1) - 1
     e = torch.arange(k - 1, -1, -1, dtype=torch.float64)
     mags = torch.exp2(-e / 2**frac_bits)
@@ -179,7 +171,7 @@ def log_quantize(
     fn = "log_quantize"
     check_float_tensor(w, fn)
     check_bits(bits, 2, 8, fn)
-    _check_int(frac_bits, "frac_bits", 0, 4, fn)
+    check_int_in(frac_bits, "frac_bits", fn, 0, 4)
     rows, axis = _rows(w.detach(), axis, fn)
     _check_finite(w.detach(), fn)
     levels = log_levels(bits, frac_bits=frac_bits).to(w.device)
@@ -296,8 +288,8 @@ def kmeans_quantize(
     fn = "kmeans_quantize"
     check_float_tensor(w, fn)
     check_bits(bits, 1, 8, fn)
-    _check_int(iters, "iters", 0, 10_000, fn)
-    _check_int(seed, "seed", 0, 2**63 - 1, fn)
+    check_int_in(iters, "iters", fn, 0, 10_000)
+    check_int_in(seed, "seed", fn, 0, 2**63 - 1)
     if init not in ("kmeans++", "linear"):
         raise ValueError(f"{fn}: init must be 'kmeans++' or 'linear', got {init!r}")
     rows, axis = _rows(w.detach(), axis, fn)
@@ -357,10 +349,9 @@ def finetune_codebooks(
         if q.codes.shape != params[name].shape:
             raise ValueError(f"{fn}: codes for {name!r} have shape {tuple(q.codes.shape)}, the "
                              f"parameter {tuple(params[name].shape)}")
-    _check_int(steps, "steps", 0, 1_000_000, fn)
-    _check_int(batch_size, "batch_size", 1, 1 << 30, fn)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"{fn}: lr must be a positive finite number, got {lr!r}")
+    check_int_in(steps, "steps", fn, 0, 1_000_000)
+    check_int_in(batch_size, "batch_size", fn, 1, 1 << 30)
+    check_real_in(lr, "lr", fn, lo=0, lo_open=True)
     if len(inputs) != len(targets) or len(inputs) == 0:
         raise ValueError(f"{fn}: need as many targets as inputs (and at least one), got "
                          f"{len(inputs)} inputs and {len(targets)} targets")
@@ -481,8 +472,7 @@ def nf4_quantize(w: torch.Tensor, *, block_size: int = 64, double_quant: bool = 
             or not 16 <= block_size <= 4096 or block_size & (block_size - 1)):
         raise ValueError(f"{fn}: block_size must be a power of two from 16 to 4096, "
                          f"got {block_size!r}")
-    if not isinstance(double_quant, bool):
-        raise TypeError(f"{fn}: double_quant must be True or False, got {double_quant!r}")
+    check_bool(double_quant, "double_quant", fn)
     w = w.detach()
     _check_finite(w, fn)
     flat = w.reshape(-1).float()

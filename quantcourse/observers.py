@@ -39,12 +39,13 @@ raises ``ValueError``; empty batches are ignored (after their type and shape are
 
 from __future__ import annotations
 
-import math
+import inspect
 
 import torch
 
 from . import affine
-from ._validate import check_bits, check_float_tensor
+from ._kl_histogram import kl_best_bins
+from ._validate import check_bits, check_bool, check_float_tensor, check_int, check_real
 from .affine import QParams, asymmetric_qparams, qrange, symmetric_qparams
 
 __all__ = [
@@ -61,24 +62,6 @@ __all__ = [
 _MAX_SAMPLES_LIMIT = 1 << 24
 # Elements per chunk when the MSE search evaluates several candidate grids at once.
 _MSE_CHUNK = 1 << 20
-
-
-def _check_int(value: object, name: str, lo: int, hi: int | None, fn: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{fn}: {name} must be an int, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise ValueError(f"{fn}: {name} must be {bound}, got {value}")
-    return value
-
-
-def _check_number(value: object, name: str, fn: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{fn}: {name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{fn}: {name} must be finite, got {value}")
-    return value
 
 
 def qparams_from_range(
@@ -132,6 +115,23 @@ class Observer:
 
     _per_channel = True
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        # A subclass's ``__init__(self, bits, *, own settings, **options)`` passes ``options``
+        # on to its base; give it the full signature (its own keywords, then the base's) so
+        # that help() and editors list every keyword.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        own = inspect.signature(init)
+        params = list(own.parameters.values())
+        if not params or params[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+            return
+        names = {p.name for p in params}
+        inherited = [p for p in inspect.signature(super(cls, cls).__init__).parameters.values()
+                     if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names]
+        init.__signature__ = own.replace(parameters=params[:-1] + inherited)
+
     def __init__(
         self,
         bits: int = 8,
@@ -145,15 +145,13 @@ class Observer:
         check_bits(bits, 2 if symmetric else 1, 16, name)
         for flag, value in (("symmetric", symmetric), ("signed", signed),
                             ("narrow_range", narrow_range)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name}: {flag} must be True or False, got {value!r}")
+            check_bool(value, flag, name)
         if symmetric:
             qrange(bits, signed=True, narrow_range=narrow_range)
         else:
             qrange(bits, signed=signed)
         if axis is not None:
-            if not isinstance(axis, int) or isinstance(axis, bool):
-                raise TypeError(f"{name}: axis must be an int or None, got {axis!r}")
+            check_int(axis, "axis", name, minimum=None)
             if not self._per_channel:
                 raise ValueError(
                     f"{name} is per-tensor only, got axis={axis}; use MinMaxObserver or "
@@ -221,7 +219,10 @@ class Observer:
                              f"this batch is on {x.device}")
         # affine's min/max: per tensor or per slice along ax, with its NaN/Inf check
         # (finite extremes prove the whole batch finite).
-        mn, mx, _ = affine._minmax(x, ax, None, fn)
+        try:
+            mn, mx = affine.value_range(x, axis=ax)
+        except ValueError as e:
+            raise ValueError(f"{fn}: {e}") from None
         self._update(x, mn, mx)
         if ax is not None:
             self._ndim, self._channels = x.ndim, x.shape[ax]
@@ -297,23 +298,13 @@ class MovingAverageMinMaxObserver(Observer):
     Activations seen in training mode drift; the average forgets early outliers.
     """
 
-    def __init__(
-        self,
-        bits: int = 8,
-        *,
-        averaging_constant: float = 0.01,
-        symmetric: bool = False,
-        signed: bool = False,
-        narrow_range: bool = True,
-        axis: int | None = None,
-    ) -> None:
+    def __init__(self, bits: int = 8, *, averaging_constant: float = 0.01, **options) -> None:
         name = type(self).__name__
-        c = _check_number(averaging_constant, "averaging_constant", name)
+        c = check_real(averaging_constant, "averaging_constant", name)
         if not 0.0 < c <= 1.0:
             raise ValueError(f"{name}: averaging_constant must be in (0, 1], got {c}")
         self.averaging_constant = c
-        super().__init__(bits, symmetric=symmetric, signed=signed, narrow_range=narrow_range,
-                         axis=axis)
+        super().__init__(bits, **options)
 
     def _update(self, x: torch.Tensor, mn: torch.Tensor, mx: torch.Tensor) -> None:
         if self._lo is None:
@@ -338,26 +329,20 @@ class _SampleObserver(Observer):
     random slot with probability ``max_samples / (t + 1)``, so the store is always a uniform
     sample of everything seen. Randomness comes from a CPU generator seeded with ``seed``, so
     results are reproducible. The exact running min and max are tracked separately.
+
+    Subclasses take their own settings and pass the rest (``**options``: the grid settings
+    of :class:`Observer`, ``max_samples`` and ``seed``) on to this class.
     """
 
     _per_channel = False
 
-    def __init__(
-        self,
-        bits: int = 8,
-        *,
-        symmetric: bool = False,
-        signed: bool = False,
-        narrow_range: bool = True,
-        axis: int | None = None,
-        max_samples: int = 1 << 20,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, bits: int = 8, *, max_samples: int = 1 << 20, seed: int = 0,
+                 **options) -> None:
         name = type(self).__name__
-        self.max_samples = _check_int(max_samples, "max_samples", 1, _MAX_SAMPLES_LIMIT, name)
-        self.seed = _check_int(seed, "seed", 0, None, name)
-        super().__init__(bits, symmetric=symmetric, signed=signed, narrow_range=narrow_range,
-                         axis=axis)
+        self.max_samples = check_int(max_samples, "max_samples", name,
+                                     maximum=_MAX_SAMPLES_LIMIT)
+        self.seed = check_int(seed, "seed", name, minimum=0)
+        super().__init__(bits, **options)
 
     def reset(self) -> None:
         super().reset()
@@ -424,25 +409,13 @@ class PercentileObserver(_SampleObserver):
     ``percentile=100`` reproduces ``MinMaxObserver`` (while every value is stored).
     """
 
-    def __init__(
-        self,
-        bits: int = 8,
-        *,
-        percentile: float = 99.99,
-        symmetric: bool = False,
-        signed: bool = False,
-        narrow_range: bool = True,
-        axis: int | None = None,
-        max_samples: int = 1 << 20,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, bits: int = 8, *, percentile: float = 99.99, **options) -> None:
         name = type(self).__name__
-        p = _check_number(percentile, "percentile", name)
+        p = check_real(percentile, "percentile", name)
         if not 50.0 <= p <= 100.0:
             raise ValueError(f"{name}: percentile must be between 50 and 100, got {p}")
         self.percentile = p
-        super().__init__(bits, symmetric=symmetric, signed=signed, narrow_range=narrow_range,
-                         axis=axis, max_samples=max_samples, seed=seed)
+        super().__init__(bits, **options)
 
     def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples.to(self._lo.device)
@@ -470,22 +443,10 @@ class MSEObserver(_SampleObserver):
     candidate, so on the stored values the result is never worse than ``MinMaxObserver``.
     """
 
-    def __init__(
-        self,
-        bits: int = 8,
-        *,
-        num_candidates: int = 100,
-        symmetric: bool = False,
-        signed: bool = False,
-        narrow_range: bool = True,
-        axis: int | None = None,
-        max_samples: int = 1 << 20,
-        seed: int = 0,
-    ) -> None:
-        name = type(self).__name__
-        self.num_candidates = _check_int(num_candidates, "num_candidates", 1, 100_000, name)
-        super().__init__(bits, symmetric=symmetric, signed=signed, narrow_range=narrow_range,
-                         axis=axis, max_samples=max_samples, seed=seed)
+    def __init__(self, bits: int = 8, *, num_candidates: int = 100, **options) -> None:
+        self.num_candidates = check_int(num_candidates, "num_candidates", type(self).__name__,
+                                        maximum=100_000)
+        super().__init__(bits, **options)
 
     def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples.to(self._lo.device)
@@ -515,57 +476,6 @@ class MSEObserver(_SampleObserver):
         return f", num_candidates={self.num_candidates}"
 
 
-def _kl_divergences(hist: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``KL(P || Q)`` for every candidate number of kept bins ``i`` in ``[levels, len(hist)]``.
-
-    For a candidate ``i``: the reference ``P`` is the first ``i`` bins with every count beyond
-    them added to bin ``i - 1`` (clipping); the candidate ``Q`` merges the first ``i``
-    (unclipped) bins into ``levels`` groups of ``i // levels`` bins (the last group takes the
-    remainder), then spreads each group's count evenly over the bins of the group where ``P``
-    is non-zero. Both are normalised. All candidates are evaluated at once from cumulative
-    sums, using ``KL = (sum p log p - sum p log q) / sum p + log(sum q / sum p)`` on the raw
-    counts; a candidate whose ``Q`` is zero where ``P`` is not gets ``inf``.
-    Returns ``(candidates, kl)``, both 1-d.
-    """
-    h = hist.detach().to(device="cpu", dtype=torch.float64)
-    nb = h.numel()
-    total = float(h.sum())
-    zero = h.new_zeros(1)
-    cs = torch.cat([zero, h.cumsum(0)])  # cs[k] = sum of h[:k]
-    nzc = torch.cat([zero, (h > 0).double().cumsum(0)])
-
-    def xlogx(v: torch.Tensor) -> torch.Tensor:
-        return torch.where(v > 0, v * torch.log(torch.where(v > 0, v, 1.0)), 0.0)
-
-    cpl = torch.cat([zero, xlogx(h).cumsum(0)])
-    i = torch.arange(levels, nb + 1)  # candidate numbers of kept bins, (K,)
-    m = (i // levels)[:, None]
-    starts = torch.arange(levels)[None, :] * m  # (K, levels)
-    ends = starts + m
-    ends[:, -1] = i
-    q = cs[ends] - cs[starts]  # counts of each quantization level
-    outliers = total - cs[i]
-    last = h[i - 1]
-    norm = nzc[ends] - nzc[starts]  # non-zero bins of P per group
-    norm[:, -1] += ((last == 0) & (outliers > 0)).double()
-    psum = q.clone()
-    psum[:, -1] += outliers  # P's mass per group (clipped counts land in the last bin)
-    sum_plogp = cpl[i - 1] + xlogx(last + outliers)
-    has_p = psum > 0
-    ok = has_p & (q > 0)
-    safe_q = torch.where(ok, q / norm.clamp(min=1), 1.0)
-    sum_plogq = torch.where(ok, psum * torch.log(safe_q), 0.0).sum(1)
-    kl = (sum_plogp - sum_plogq) / total + torch.log(cs[i] / total)
-    kl = torch.where((has_p & ~ok).any(1), math.inf, kl)
-    return i, kl
-
-
-def _kl_best_bins(hist: torch.Tensor, levels: int) -> int:
-    """The number of leading bins with the smallest ``KL(P || Q)`` (the fewest on ties)."""
-    i, kl = _kl_divergences(hist, levels)
-    return int(i[int(torch.argmin(kl))])
-
-
 class EntropyObserver(_SampleObserver):
     """Range chosen by minimising KL divergence between histograms (TensorRT's calibrator).
 
@@ -587,22 +497,11 @@ class EntropyObserver(_SampleObserver):
     ``2^bits``. Like TensorRT, the smallest threshold tried is ``max|x| * levels / num_bins``.
     """
 
-    def __init__(
-        self,
-        bits: int = 8,
-        *,
-        num_bins: int = 2048,
-        symmetric: bool = True,
-        signed: bool = False,
-        narrow_range: bool = True,
-        axis: int | None = None,
-        max_samples: int = 1 << 20,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, bits: int = 8, *, num_bins: int = 2048, symmetric: bool = True,
+                 **options) -> None:
         name = type(self).__name__
-        self.num_bins = _check_int(num_bins, "num_bins", 2, 1 << 16, name)
-        super().__init__(bits, symmetric=symmetric, signed=signed, narrow_range=narrow_range,
-                         axis=axis, max_samples=max_samples, seed=seed)
+        self.num_bins = check_int(num_bins, "num_bins", name, minimum=2, maximum=1 << 16)
+        super().__init__(bits, symmetric=symmetric, **options)
         need = 2 ** (bits - 1) if symmetric else 2**bits
         if self.num_bins < need:
             raise ValueError(f"{name}: num_bins ({self.num_bins}) must be at least the number "
@@ -621,7 +520,7 @@ class EntropyObserver(_SampleObserver):
         else:
             s = self.samples.abs()
             hist = torch.histc(s, bins=self.num_bins, min=0.0, max=amax)
-            i = _kl_best_bins(hist, self._levels())
+            i = kl_best_bins(hist, self._levels())
             t = amax * i / self.num_bins
         t = torch.tensor(t, dtype=torch.float32, device=self._lo.device)
         if self.symmetric:

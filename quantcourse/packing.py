@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from ._validate import check_bits_in, check_bool, check_int
+
 __all__ = ["pack_bits", "unpack_bits", "packed_nbytes"]
 
 SUPPORTED_BITS = (1, 2, 4, 8)
@@ -37,27 +39,14 @@ _CODE_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, 
 
 
 def _check_bits(bits: object, fn: str) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
-        raise ValueError(
-            f"{fn}: bits must be one of {', '.join(map(str, SUPPORTED_BITS))} "
-            f"(widths that divide a byte), got {bits!r}"
-        )
-    return bits
-
-
-def _check_numel(numel: object, fn: str) -> int:
-    if isinstance(numel, bool) or not isinstance(numel, int):
-        raise TypeError(f"{fn}: numel must be an int, got {type(numel).__name__}")
-    if numel < 0:
-        raise ValueError(f"{fn}: numel must be non-negative, got {numel}")
-    return numel
+    return check_bits_in(bits, SUPPORTED_BITS, fn, why=" (widths that divide a byte)")
 
 
 def packed_nbytes(numel: int, bits: int) -> int:
     """Bytes that ``numel`` values of ``bits`` bits take once packed: ``ceil(numel*bits/8)``."""
     fn = "packed_nbytes"
     bits = _check_bits(bits, fn)
-    numel = _check_numel(numel, fn)
+    numel = check_int(numel, "numel", fn, minimum=0)
     return -(-numel * bits // 8)
 
 
@@ -144,9 +133,8 @@ def unpack_bits(b: torch.Tensor, bits: int, numel: int, *, signed: bool = False)
             f"{fn}: expected a uint8 tensor of packed bytes (from pack_bits), got {b.dtype}"
         )
     bits = _check_bits(bits, fn)
-    numel = _check_numel(numel, fn)
-    if not isinstance(signed, bool):
-        raise TypeError(f"{fn}: signed must be True or False, got {signed!r}")
+    numel = check_int(numel, "numel", fn, minimum=0)
+    check_bool(signed, "signed", fn)
     per = 8 // bits
     capacity = b.numel() * per
     if numel > capacity:

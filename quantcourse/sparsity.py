@@ -46,7 +46,13 @@ import math
 import torch
 from torch import nn
 
-from ._validate import check_float_tensor
+from ._validate import (
+    check_choice,
+    check_float_tensor,
+    check_int_in,
+    check_real_in,
+    require_finite,
+)
 from .affine import QParams, symmetric_qparams
 from .metrics import quantized_nbytes, tensor_nbytes
 
@@ -73,10 +79,7 @@ SPARSE_FORMATS = ("bitmask", "relative", "nm")
 
 def _check_weights(w: object, fn: str) -> torch.Tensor:
     check_float_tensor(w, fn)
-    n_bad = int((~torch.isfinite(w)).sum())
-    if n_bad:
-        raise ValueError(f"{fn}: the weights hold {n_bad} NaN or Inf value(s); magnitudes "
-                         "cannot be ranked")
+    require_finite(w, fn, what="the weights hold", advice="magnitudes cannot be ranked")
     return w
 
 
@@ -90,9 +93,8 @@ def _check_sparsity(sparsity: object, fn: str) -> float:
 
 
 def _check_nm(n: object, m: object, fn: str) -> tuple[int, int]:
-    for name, v in (("n", n), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{fn}: {name} must be a positive int, got {v!r}")
+    check_int_in(n, "n", fn)
+    check_int_in(m, "m", fn)
     if n > m:
         raise ValueError(f"{fn}: N:M keeps n of every m weights, so n <= m; got n={n}, m={m}")
     return n, m
@@ -218,8 +220,7 @@ def prune_masks(
     if sparsity is None:
         raise ValueError(f"{fn}: give a sparsity in [0, 1), or n and m for N:M pruning")
     sparsity = _check_sparsity(sparsity, fn)
-    if scope not in ("global", "layer"):
-        raise ValueError(f"{fn}: scope must be 'global' or 'layer', got {scope!r}")
+    check_choice(scope, "scope", ("global", "layer"), fn)
     ws = _weights(model, layers, fn)
     for k, w in ws.items():
         _check_weights(w, f"{fn} ({k})")
@@ -258,12 +259,6 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
 # ---------------------------------------------------------------- stored size
 
 
-def _check_index_bits(index_bits: object, fn: str) -> int:
-    if isinstance(index_bits, bool) or not isinstance(index_bits, int) or not 1 <= index_bits <= 16:
-        raise ValueError(f"{fn}: index_bits must be an int in [1, 16], got {index_bits!r}")
-    return index_bits
-
-
 def relative_index_encode(
     mask: torch.Tensor, index_bits: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +272,7 @@ def relative_index_encode(
     """
     fn = "relative_index_encode"
     _check_mask(mask, fn)
-    index_bits = _check_index_bits(index_bits, fn)
+    index_bits = check_int_in(index_bits, "index_bits", fn, 1, 16)
     span = 2**index_bits  # an entry covers at most this many positions: skip + itself
     kept = torch.nonzero(mask.reshape(-1).cpu()).reshape(-1)
     if kept.numel() == 0:
@@ -333,8 +328,7 @@ def sparse_nbytes(
     """
     fn = "sparse_nbytes"
     _check_mask(mask, fn)
-    if fmt not in SPARSE_FORMATS:
-        raise ValueError(f"{fn}: fmt must be one of {SPARSE_FORMATS}, got {fmt!r}")
+    check_choice(fmt, "fmt", SPARSE_FORMATS, fn)
     if qp is not None and not isinstance(qp, QParams):
         raise TypeError(f"{fn}: qp must be QParams or None, got {type(qp).__name__}")
     numel = mask.numel()
@@ -342,7 +336,7 @@ def sparse_nbytes(
         entries = int(mask.sum())
         index = math.ceil(numel / 8)
     elif fmt == "relative":
-        index_bits = _check_index_bits(index_bits, fn)
+        index_bits = check_int_in(index_bits, "index_bits", fn, 1, 16)
         entries = _relative_entries(mask, index_bits)
         index = math.ceil(entries * index_bits / 8)
     else:
@@ -427,12 +421,8 @@ def distillation_loss(
         raise TypeError(f"{fn}: targets must be a 1-D integer tensor of class indices")
     if targets.shape[0] != student_logits.shape[0]:
         raise ValueError(f"{fn}: {targets.shape[0]} targets for {student_logits.shape[0]} rows")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"{fn}: temperature must be a positive number, got {temperature!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(f"{fn}: alpha must lie in [0, 1], got {alpha!r}")
-    t = float(temperature)
+    t = check_real_in(temperature, "temperature", fn, lo=0, lo_open=True)
+    check_real_in(alpha, "alpha", fn, lo=0, hi=1)
     log_p_student = torch.log_softmax(student_logits / t, dim=1)
     log_p_teacher = torch.log_softmax(teacher_logits.detach() / t, dim=1)
     soft = torch.nn.functional.kl_div(log_p_student, log_p_teacher, log_target=True,

@@ -24,17 +24,12 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_float_tensor
-from .affine import _check_generator, _raise_nonfinite, _stochastic_round
+from ._validate import check_finite, check_float_tensor
+from .affine import _check_generator, _stochastic_round
 
 __all__ = ["stochastic_round", "stochastic_cast"]
 
 _NARROW = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _check_finite(x: torch.Tensor, fn: str) -> None:
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        _raise_nonfinite(x, fn)
 
 
 def stochastic_round(
@@ -51,7 +46,7 @@ def stochastic_round(
     fn = "stochastic_round"
     check_float_tensor(x, fn)
     _check_generator(generator, x.device, fn)
-    _check_finite(x, fn)
+    check_finite(x, fn)
     if x.numel() == 0:
         return x.clone()
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -75,7 +70,7 @@ def stochastic_cast(
     if dtype not in _NARROW:
         raise ValueError(f"{fn}: dtype must be one of {[str(d) for d in _NARROW]}, got {dtype}")
     _check_generator(generator, x.device, fn)
-    _check_finite(x, fn)
+    check_finite(x, fn)
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=dtype, device=x.device)
     big = torch.finfo(dtype).max

@@ -1,26 +1,16 @@
-"""Helpers the notebook tests and `make course` share: finding and reading notebooks."""
+"""Helpers the notebook tests share: finding and reading notebooks (from tools/, which
+`make course` uses too) and reading a notebook's parameters cell."""
 
 from __future__ import annotations
 
 import ast
-import re
-from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
-NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
-KERNEL = "quantcourse"
+from tools.notebook_utils import KERNEL, NOTEBOOKS, ROOT, notebook_paths, read
 
-
-def notebook_paths() -> list[Path]:
-    """Every course notebook, in course order."""
-    return sorted(p for p in NOTEBOOKS.glob("*.ipynb") if NAME.match(p.name))
-
-
-def read(path: Path) -> nbformat.NotebookNode:
-    return nbformat.read(path, as_version=4)
+__all__ = ["KERNEL", "NOTEBOOKS", "ROOT", "notebook_paths", "parameters",
+           "parameters_cell", "read"]
 
 
 def parameters_cell(nb) -> nbformat.NotebookNode | None:

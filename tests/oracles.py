@@ -1,10 +1,14 @@
-"""PyTorch's own quantization ops used as oracles, skipped where this PyTorch has dropped them."""
+"""Oracles for the tests: PyTorch's own quantization ops (skipped where this PyTorch has dropped
+them), an integer-only matmul and the fake-quantized simulation of a W8A8 layer."""
 
 from __future__ import annotations
 
 import warnings
 
 import pytest
+import torch
+
+import quantcourse as qc
 
 
 def torch_ao(name: str):
@@ -17,3 +21,25 @@ def torch_ao(name: str):
             return getattr(tq, name)
     except (ImportError, AttributeError):
         pytest.skip("torch.ao.quantization is not available in this PyTorch")
+
+
+def oracle_int64(a, b):
+    """Independent oracle: int64 matmul on the CPU (no floats anywhere)."""
+    return a.cpu().long() @ b.cpu().long()
+
+
+def w8a8_simulation(lin, x):
+    """Fake-quantized float64 simulation: per-token int8 inputs, per-channel int8 weights.
+
+    Returns the simulated output and a rounding bound: the layer and the simulation each
+    round every term of the sum to float32 a few times (relative error ~2^-24 per step).
+    """
+    w = lin.weight.detach()
+    x2 = x.reshape(-1, x.shape[-1])
+    xf = qc.fake_quantize(x2, qc.symmetric_qparams(x2, 8, axis=0)).double()
+    wf = qc.fake_quantize(w, qc.symmetric_qparams(w, 8, axis=0)).double()
+    b = torch.zeros(w.shape[0], dtype=torch.float64) if lin.bias is None else lin.bias.double()
+    sim = xf @ wf.T + b
+    bound = 1e-6 * (xf.abs() @ wf.abs().T + b.abs()) + 1e-12
+    shape = (*x.shape[:-1], w.shape[0])
+    return sim.reshape(shape), bound.reshape(shape)

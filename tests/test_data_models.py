@@ -207,7 +207,7 @@ def test_retrain_runs_as_a_module(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "quantcourse.models", "retrain", "--epochs", "1", "--out", str(out),
          "--min-accuracy", "0"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stdout and out.is_file()

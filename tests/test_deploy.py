@@ -288,3 +288,34 @@ def test_module_imports_onnx_lazily():
     names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
     assert not {m.split(".")[0] for m in names} & {"onnx", "onnxruntime"}
+
+
+def test_plan_is_a_frozen_record_of_each_layers_qparams(model, data):
+    import dataclasses
+
+    was_training = model.training
+    plan = deploy._plan(model, list(data.x_train[:200].split(64)), 8, "uint8")
+    assert model.training == was_training
+    assert not any(m._forward_pre_hooks for m in model.modules())  # calibration hooks removed
+    assert tuple(plan.weights) == tuple(plan.biases) == tuple(plan.inputs) == LAYERS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.inputs = {}
+    # inputs: min-max over every calibration batch of each layer's input, by hand
+    seen = {k: [] for k in LAYERS}
+    hooks = [getattr(model, k).register_forward_pre_hook(
+        lambda _m, args, k=k: seen[k].append(args[0].detach())) for k in LAYERS]
+    try:
+        with torch.no_grad():
+            model(data.x_train[:200])
+    finally:
+        for h in hooks:
+            h.remove()
+    for k in LAYERS:
+        x = torch.cat([t.flatten() for t in seen[k]])
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        assert float(plan.inputs[k].scale) == pytest.approx((hi - lo) / 255, rel=1e-6)
+        w = getattr(model, k).weight.detach()
+        torch.testing.assert_close(plan.weights[k].scale,
+                                   w.reshape(len(w), -1).abs().amax(dim=1) / 127)
+        torch.testing.assert_close(plan.biases[k].scale,
+                                   plan.inputs[k].scale * plan.weights[k].scale)

@@ -15,7 +15,7 @@ import torch
 
 import quantcourse as qc
 from quantcourse.checks import CHECKERS, CheckFailed
-from quantcourse.checks.student import STUB, has_solution, strip_solutions
+from tools.student import STUB, has_solution, strip_solutions
 
 from . import wrong_answers
 from .notebook_utils import notebook_paths, read
@@ -79,6 +79,57 @@ def test_every_checker_has_a_wrong_answer():
     assert not unknown, f"wrong answers for unknown checkers: {unknown}"
 
 
+def test_checks_exports_every_registered_checker_by_name():
+    import quantcourse.checks as checks
+
+    exported = set(checks.__all__) - {"CHECKERS", "CheckFailed"}
+    assert exported == set(CHECKERS)
+    assert checks.__all__ == sorted(checks.__all__)
+    assert all(getattr(checks, name) is CHECKERS[name] for name in CHECKERS)
+
+
+def test_checkers_import_submodules_not_the_package_root():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import quantcourse.checks as checks
+
+    for path in sorted(Path(checks.__file__).parent.glob("*.py")):
+        upward = re.findall(r"^\s*(?:import quantcourse\b|from quantcourse\b).*", path.read_text(),
+                            re.M)
+        assert not upward, f"{path.name} imports the package root: {upward}"
+    # quantcourse/__init__.py imports checks: both orders work from a fresh interpreter
+    for stmt in ("import quantcourse.checks", "import quantcourse"):
+        subprocess.run([sys.executable, "-c", stmt], check=True, timeout=300)
+
+
+def test_a_checker_name_cannot_be_registered_twice():
+    from quantcourse.checks._core import checker
+
+    def check_quantize(answer):  # the name of a checker nb02 already registers
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="registered twice.*nb02_scale_and_zero_point.*"
+                                         "test_exercises"):
+        checker(check_quantize)
+    assert CHECKERS["check_quantize"].__module__.endswith("nb02_scale_and_zero_point")
+
+
+def test_hint_for_names_the_first_matching_mistake_and_skips_the_right_answer():
+    from quantcourse.checks._core import close, hint_for
+
+    mistakes = [("off by one", 4), ("lazy", lambda: torch.tensor([1.0, 2.0])), ("none", None)]
+    assert hint_for(4, mistakes, default="d") == "off by one"
+    assert hint_for(torch.tensor([1.0, 2.0 + 1e-9]), mistakes, rtol=1e-6) == "lazy"
+    assert hint_for(torch.tensor([1.0, 2.1]), mistakes, rtol=1e-6, default="d") == "d"
+    assert hint_for(4, {"equals the answer": 4}, want=4, default="d") == "d"
+    assert close((1, torch.tensor([2.0])), [1.0, torch.tensor([2.0])])
+    assert not close(torch.zeros(2), torch.zeros(3)) and not close(math.nan, math.nan)
+    assert not close(1.0, 1.0 + 1e-12)  # numbers compare in float64, not float32
+
+
 @pytest.mark.parametrize(
     "name, answer, needle",
     [pytest.param(name, answer, needle, id=f"{name}-{getattr(answer, '__name__', i)}")
@@ -103,7 +154,7 @@ def test_strip_solutions_keeps_indentation_and_rejects_bad_markers():
 
 
 def test_make_student_writes_stubbed_notebooks_without_outputs(tmp_path):
-    from quantcourse.checks.student import make_student
+    from tools.student import make_student
 
     paths = make_student(notebook_paths()[0].parent, tmp_path)
     assert [p.name for p in paths] == [p.name for p in notebook_paths()]

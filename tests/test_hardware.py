@@ -252,3 +252,55 @@ def test_fbgemm_on_this_machine_matches_the_model_that_applies():
     assert r[f"False_{sat}"] < 1e-6, r
     assert r[f"False_{not sat}"] > 1e-3, r
     assert r["True_False"] < 1e-6, r
+
+
+# ---------------------------------------------------------------- cost models
+
+
+def test_energy_table_is_horowitz_45nm_and_int8_macs_are_cheaper():
+    pj = qc.ENERGY_PJ
+    assert pj["dram_read_32bit"] == 640.0 and pj["fp32_mult"] == 3.7 and pj["int8_add"] == 0.03
+    assert len(pj) == 10 and all(v > 0 for v in pj.values())
+    int8_mac, fp32_mac = pj["int8_mult"] + pj["int32_add"], pj["fp32_mult"] + pj["fp32_add"]
+    assert fp32_mac / int8_mac == pytest.approx(4.6 / 0.3)
+    assert pj["dram_read_32bit"] / fp32_mac > 100      # memory traffic dominates
+
+
+def test_arithmetic_intensity_formula_and_limits():
+    ai = qc.arithmetic_intensity
+    assert ai(1, 2, 3, 8, 1) == 2 * 1 * 2 * 3 / (2 * 3 + 1 * 5 * 1)
+    assert ai(1, 4096, 4096, 32) == pytest.approx(0.5, rel=1e-3)   # fp32 at batch 1
+    assert ai(1, 4096, 4096, 4) / ai(1, 4096, 4096, 32) > 7.8
+    limit = 2 * 384 * 1536 / ((384 + 1536) * 4)                     # batch -> infinity
+    assert ai(10**9, 384, 1536, 32) == pytest.approx(limit, rel=1e-5)
+    assert ai(2, 8, 8, 8, act_bytes=0) == 2 * ai(1, 8, 8, 8, act_bytes=0)
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((0, 8, 8, 8), ValueError, "batch must be positive"),
+    ((1.5, 8, 8, 8), TypeError, "batch must be an int"),
+    ((True, 8, 8, 8), TypeError, "batch must be an int"),
+    ((1, 0, 8, 8), ValueError, "in_features must be positive"),
+    ((1, 8, -1, 8), ValueError, "out_features must be positive"),
+    ((1, 8, 8, 0), ValueError, "weight_bits must be > 0"),
+    ((1, 8, 8, 8, -1), ValueError, "act_bytes must be >= 0"),
+    ((1, 8, 8, 8, float("nan")), ValueError, "act_bytes must be finite"),
+])
+def test_arithmetic_intensity_rejects_bad_input(args, exc, match):
+    with pytest.raises(exc, match=match):
+        qc.arithmetic_intensity(*args)
+
+
+def test_compute_bound_batch_checker_agrees_with_arithmetic_intensity():
+    from quantcourse.checks.nb14_int8_kernels_and_hardware import (
+        _RIDGE_CASES,
+        compute_bound_batch_reference,
+    )
+
+    for k, n, wb, ab, ridge in _RIDGE_CASES:
+        b = compute_bound_batch_reference(k, n, wb, ab, ridge)
+        if b is None:
+            assert qc.arithmetic_intensity(10**12, k, n, wb, ab) < ridge
+            continue
+        assert qc.arithmetic_intensity(b, k, n, wb, ab) >= ridge * (1 - 1e-12)
+        assert b == 1 or qc.arithmetic_intensity(b - 1, k, n, wb, ab) < ridge

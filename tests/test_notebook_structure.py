@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from quantcourse.checks.student import has_solution
+from tools.student import has_solution
 
 from .notebook_utils import NOTEBOOKS, ROOT, notebook_paths, parameters, parameters_cell, read
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import quantcourse as qc
-from quantcourse import observers
+from quantcourse import _kl_histogram, observers
 
 from .oracles import torch_ao
 
@@ -329,7 +329,7 @@ def test_vectorised_kl_matches_the_literal_loop(seed):
     hist[-1] += seed % 2  # sometimes an outlier in the very last bin
     if hist.sum() == 0:
         hist[0] = 1
-    cand, kl = observers._kl_divergences(hist, levels)
+    cand, kl = _kl_histogram.kl_divergences(hist, levels)
     ref = torch.tensor(_reference_kl(hist, levels), dtype=torch.float64)
     assert cand.tolist() == list(range(levels, bins + 1))
     assert torch.equal(torch.isinf(kl), torch.isinf(ref))
@@ -548,3 +548,24 @@ def test_batches_on_another_device_are_rejected():
     obs(torch.randn(4))
     with pytest.raises(ValueError, match="live on cpu"):
         obs(torch.randn(4, device="cuda"))
+
+
+def test_constructor_signatures_list_every_keyword_with_its_default():
+    import inspect
+
+    grid = {"symmetric": False, "signed": False, "narrow_range": True, "axis": None}
+    sampling = {"max_samples": 1 << 20, "seed": 0}
+    expected = {
+        qc.MinMaxObserver: grid,
+        qc.MovingAverageMinMaxObserver: {"averaging_constant": 0.01, **grid},
+        qc.PercentileObserver: {"percentile": 99.99, **sampling, **grid},
+        qc.MSEObserver: {"num_candidates": 100, **sampling, **grid},
+        qc.EntropyObserver: {"num_bins": 2048, **sampling, **grid, "symmetric": True},
+    }
+    for cls, keywords in expected.items():
+        params = inspect.signature(cls).parameters
+        assert params["bits"].default == 8
+        got = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+        assert got == keywords, cls.__name__
+    with pytest.raises(TypeError, match="unexpected keyword argument 'percentil'"):
+        qc.PercentileObserver(8, percentil=99.0)

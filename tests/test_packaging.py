@@ -49,6 +49,32 @@ def test_required_dependencies_present():
     assert needed <= set(_pyproject_reqs())
 
 
+def test_test_and_build_tools_are_not_runtime_dependencies():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    runtime = {_name(r) for r in data["project"]["dependencies"]}
+    dev = {_name(r) for r in data["project"]["optional-dependencies"]["dev"]}
+    tooling = {"nbval", "papermill", "pytest", "hypothesis", "ruff"}
+    assert not tooling & runtime, f"test/build tools in the runtime dependencies: {tooling & runtime}"
+    assert tooling <= dev, f"missing from the dev extra: {tooling - dev}"
+    # what `make lab` and `make course` need besides papermill stays installable without extras
+    assert {"jupyterlab", "ipykernel", "nbformat", "nbconvert"} <= runtime
+    extras = re.search(r'-e "\.\[([a-z,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
+    assert "dev" in extras.split(","), "make setup does not install the dev extra"
+
+
+def test_build_tooling_lives_outside_the_runtime_package():
+    assert not (ROOT / "quantcourse" / "checks" / "student.py").exists()
+    for path in sorted((ROOT / "quantcourse").rglob("*.py")):
+        text = path.read_text()
+        for tool in ["papermill", "nbval", "pytest", "hypothesis"]:
+            assert not re.search(rf"^\s*(import|from) {tool}\b", text, re.M), \
+                f"{path.relative_to(ROOT)} imports {tool}"
+    make = (ROOT / "Makefile").read_text()
+    for module in ["tools.run_notebooks", "tools.site_index", "tools.student"]:
+        assert f"-m {module} " in make, f"the Makefile does not run {module}"
+    assert "-m tests." not in make
+
+
 def test_torch_requirement_is_permissive():
     assert _pyproject_reqs()["torch"] == "torch>=2.4"
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import nbformat
 
 from quantcourse.claims import claims_in_outputs
-from tests.notebook_utils import ROOT, notebook_paths
+
+from .notebook_utils import ROOT, notebook_paths
 
 # The same switches as the Makefile's EMULATE (kept in one place there for `make`; a test
 # checks that both agree).
@@ -49,7 +50,7 @@ def notebook_claims(path: Path) -> dict[str, dict]:
 
 def execute(config: str, paths: list[Path], out: Path) -> bool:
     env = {**os.environ, **CONFIGS[config]}
-    cmd = [sys.executable, "-m", "tests.run_notebooks", "--mode", "full", "--out", str(out),
+    cmd = [sys.executable, "-m", "tools.run_notebooks", "--mode", "full", "--out", str(out),
            *map(str, paths)]
     print(f"== {config}: {' '.join(f'{k}={v}' for k, v in CONFIGS[config].items()) or '(as is)'}",
           flush=True)

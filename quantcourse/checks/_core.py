@@ -1,10 +1,12 @@
-"""Machinery shared by the exercise checkers."""
+"""Machinery shared by the exercise checkers of every notebook (first used in
+``00_welcome.ipynb``)."""
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -16,7 +18,13 @@ class CheckFailed(AssertionError):
 
 
 def checker(fn: Callable) -> Callable:
-    """Register ``fn`` as an exercise checker (``qc.checks.<name>``)."""
+    """Register ``fn`` as an exercise checker (``qc.checks.<name>``); a name is taken once."""
+    old = CHECKERS.get(fn.__name__)
+    if old is not None:
+        raise ValueError(
+            f"checker {fn.__name__!r} is registered twice: in {old.__module__} and in "
+            f"{fn.__module__}; give one of them another name"
+        )
     CHECKERS[fn.__name__] = fn
     return fn
 
@@ -99,3 +107,52 @@ def one_number(value, what: str) -> torch.Tensor:
     if t.is_complex():
         raise CheckFailed(f"{what}: expected a real number, got {t.dtype}")
     return t.detach().double().reshape(())
+
+
+def close(a: Any, b: Any, *, rtol: float = 0.0, atol: float = 0.0) -> bool:
+    """Whether ``a`` matches ``b``: numbers or tensors (same shape, ``|a - b| <= atol + rtol
+    |b|`` everywhere, NaN matching nothing), or tuples / lists of them, element by element."""
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list))
+                and len(a) == len(b)
+                and all(close(x, y, rtol=rtol, atol=atol) for x, y in zip(a, b, strict=True)))
+    if a is None or b is None:
+        return a is b
+    ta, tb = _float64(a), _float64(b)
+    if ta is None or tb is None or ta.shape != tb.shape:
+        return False
+    return bool(torch.allclose(ta.double(), tb.double(), rtol=rtol, atol=atol))
+
+
+def _float64(value: Any) -> torch.Tensor | None:
+    """A real tensor or number as float64 (no float32 detour), or None for anything else."""
+    if isinstance(value, torch.Tensor):
+        return None if value.is_complex() else value.detach().cpu().double()
+    if isinstance(value, numbers.Real):
+        return torch.tensor(float(value), dtype=torch.float64)
+    return None
+
+
+Mistakes = Mapping[str, Any] | Iterable[tuple[str, Any]]
+
+
+def hint_for(got: Any, mistakes: Mistakes, *, rtol: float = 0.0, atol: float = 0.0,
+             want: Any = None, default: str = "") -> str:
+    """The hint of the first known mistake whose result ``got`` matches, else ``default``.
+
+    ``mistakes`` maps each hint to what that mistake returns (a mapping, or ``(hint, value)``
+    pairs where one hint names several variants): a number, a tensor, a tuple or list of them,
+    or a function of no arguments that computes it when needed. ``None`` never matches. A
+    mistake whose result also matches ``want``, the right answer, is skipped: it cannot be
+    told apart from it. Closeness is :func:`close` with ``rtol`` and ``atol``.
+    """
+    items = mistakes.items() if isinstance(mistakes, Mapping) else mistakes
+    for hint, value in items:
+        if callable(value):
+            value = value()
+        if value is None or not close(got, value, rtol=rtol, atol=atol):
+            continue
+        if want is not None and close(value, want, rtol=rtol, atol=atol):
+            continue
+        return hint
+    return default

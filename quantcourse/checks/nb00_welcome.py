@@ -6,9 +6,9 @@ import math
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, fmt, passed
+from ..affine import QParams, dequantize, qrange, quantize, symmetric_qparams
+from ..metrics import max_abs_error, quantized_nbytes
+from ._core import CheckFailed, as_tensor, call, checker, expect_close, fmt, hint_for, passed
 
 # (numel, bits, n_scales): a transformer-sized layer per tensor and per row, odd sizes whose
 # packed bits do not fill the last byte, and a tiny tensor where the scale bytes dominate.
@@ -24,41 +24,38 @@ _RATIO_CASES = [
 
 def _reference_ratio(numel: int, bits: int, n_scales: int) -> float:
     """FP32 bytes over ``qc.quantized_nbytes`` for a symmetric grid of ``bits`` bits."""
-    qmin, qmax = qc.qrange(bits, signed=False)  # an unsigned grid holds exactly `bits` bits
+    qmin, qmax = qrange(bits, signed=False)  # an unsigned grid holds exactly `bits` bits
     axis = 0 if n_scales > 1 else None
     shape = (n_scales,) if n_scales > 1 else ()
-    qp = qc.QParams(torch.ones(shape), torch.zeros(shape, dtype=torch.int32), qmin, qmax, axis)
-    return 4 * numel / qc.quantized_nbytes(numel, qp, bits=bits)
+    qp = QParams(torch.ones(shape), torch.zeros(shape, dtype=torch.int32), qmin, qmax, axis)
+    return 4 * numel / quantized_nbytes(numel, qp, bits=bits)
 
 
 def _ratio_hint(got: float, numel: int, bits: int, n_scales: int) -> str:
     """Name the usual mistake whose result matches ``got``."""
     fp32 = 4 * numel
     payload_bits = numel * bits
-    candidates = [
-        (fp32 / math.ceil(payload_bits / 8),
-         "you left out the scales: each of the n_scales scales costs 4 bytes (a float32)"),
-        (fp32 / (payload_bits / 8 + 4 * n_scales),
-         "round the packed payload up to whole bytes: math.ceil(numel * bits / 8)"),
-        (fp32 / (payload_bits // 8 + 4 * n_scales),
-         "round the packed payload UP to whole bytes (math.ceil), not down"),
-        (fp32 / (payload_bits + 4 * n_scales),
-         "the payload is numel * bits BITS: divide by 8 to get bytes"),
-        (fp32 / (payload_bits + 32 * n_scales),
-         "you counted the quantized size in bits: divide by 8 to get bytes"),
-        (32 * numel / (math.ceil(payload_bits / 8) + 4 * n_scales),
-         "FP32 takes 4 bytes (32 bits) per value: you counted the FP32 size in bits"),
-        (fp32 / (math.ceil(payload_bits / 8) + 4),
-         "every scale costs 4 bytes: multiply by n_scales"),
-        (fp32 / (math.ceil(payload_bits / 8) + n_scales),
-         "a float32 scale is 4 bytes, not 1"),
-        ((math.ceil(payload_bits / 8) + 4 * n_scales) / fp32,
-         "the ratio is FP32 bytes / quantized bytes, not the other way round"),
-    ]
-    for value, hint in candidates:
-        if math.isclose(got, value, rel_tol=1e-9):
-            return hint
-    return "quantized bytes = math.ceil(numel * bits / 8) + 4 * n_scales; FP32 bytes = 4 * numel"
+    mistakes = {
+        "you left out the scales: each of the n_scales scales costs 4 bytes (a float32)":
+            fp32 / math.ceil(payload_bits / 8),
+        "round the packed payload up to whole bytes: math.ceil(numel * bits / 8)":
+            fp32 / (payload_bits / 8 + 4 * n_scales),
+        "round the packed payload UP to whole bytes (math.ceil), not down":
+            fp32 / (payload_bits // 8 + 4 * n_scales),
+        "the payload is numel * bits BITS: divide by 8 to get bytes":
+            fp32 / (payload_bits + 4 * n_scales),
+        "you counted the quantized size in bits: divide by 8 to get bytes":
+            fp32 / (payload_bits + 32 * n_scales),
+        "FP32 takes 4 bytes (32 bits) per value: you counted the FP32 size in bits":
+            32 * numel / (math.ceil(payload_bits / 8) + 4 * n_scales),
+        "every scale costs 4 bytes: multiply by n_scales":
+            fp32 / (math.ceil(payload_bits / 8) + 4),
+        "a float32 scale is 4 bytes, not 1": fp32 / (math.ceil(payload_bits / 8) + n_scales),
+        "the ratio is FP32 bytes / quantized bytes, not the other way round":
+            (math.ceil(payload_bits / 8) + 4 * n_scales) / fp32,
+    }
+    return hint_for(got, mistakes, rtol=1e-9, default="quantized bytes = math.ceil(numel * "
+                    "bits / 8) + 4 * n_scales; FP32 bytes = 4 * numel")
 
 
 def _as_number(value, what: str) -> float:
@@ -131,11 +128,12 @@ def _roundtrip_hint(x: torch.Tensor, got: torch.Tensor) -> str:
                     "check the scale")
     x32 = x.float()
     s32 = x32.abs().max() / 127  # in float32, as a learner computes it
-    for fn, name in ((torch.floor, "floor"), (torch.trunc, "trunc"), (torch.ceil, "ceil")):
-        cand = (torch.clamp(fn(x32 / s32), -127, 127) * s32).double()
-        if torch.allclose(got, cand, rtol=1e-5, atol=1e-7):
-            return f"you rounded with {name}: round to the nearest level with torch.round"
-    return "s = max|x| / 127, q = clamp(round(x / s), -127, 127), x_hat = s * q"
+    return hint_for(got, {
+        f"you rounded with {name}: round to the nearest level with torch.round":
+            torch.clamp(fn(x32 / s32), -127, 127) * s32
+        for fn, name in ((torch.floor, "floor"), (torch.trunc, "trunc"), (torch.ceil, "ceil"))
+    }, rtol=1e-5, atol=1e-7,
+        default="s = max|x| / 127, q = clamp(round(x / s), -127, 127), x_hat = s * q")
 
 
 @checker
@@ -145,8 +143,8 @@ def check_int8_roundtrip(answer) -> None:
     for name, x in cases:
         what = f"int8_roundtrip on {name}"
         got = as_tensor(call(answer, x.clone(), what=what), what)
-        qp = qc.symmetric_qparams(x, bits=8)
-        want = qc.dequantize(qc.quantize(x, qp), qp)
+        qp = symmetric_qparams(x, bits=8)
+        want = dequantize(quantize(x, qp), qp)
         if got.is_complex():
             raise CheckFailed(f"{what}: expected real values, got {got.dtype}")
         g = got.detach().double().cpu()
@@ -156,8 +154,8 @@ def check_int8_roundtrip(answer) -> None:
         # qc's x * (1 / s) gives the same levels here and a tight tolerance is fair.
         expect_close(g, want.double(), what, rtol=1e-5, atol=1e-7, hint=hint)
     x = cases[0][1]
-    qp = qc.symmetric_qparams(x, bits=8)
-    err = qc.max_abs_error(x, qc.dequantize(qc.quantize(x, qp), qp))
+    qp = symmetric_qparams(x, bits=8)
+    err = max_abs_error(x, dequantize(quantize(x, qp), qp))
     passed(
         f"your INT8 round trip matches qc on {len(cases)} tensors, the all-zero one included "
         f"(largest error on the weights: {fmt(err)}, at most half a step of {fmt(float(qp.scale))})"

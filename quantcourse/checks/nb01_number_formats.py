@@ -6,9 +6,8 @@ import numbers
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, fmt, passed
+from ..formats import compose_float, decompose_float, float_layout, to_fixed
+from ._core import CheckFailed, as_tensor, call, checker, fmt, hint_for, passed
 
 # --------------------------------------------------------------------------- float fields
 
@@ -22,8 +21,8 @@ def _float_cases() -> list[tuple[str, torch.dtype, int, int, int]]:
         torch.bfloat16: [-3.14159, 1.0e30, 2.0e-38],
     }
     for dtype, vals in values.items():
-        d = qc.decompose_float(torch.tensor(vals, dtype=torch.float64), dtype)
-        name = qc.float_layout(dtype).name
+        d = decompose_float(torch.tensor(vals, dtype=torch.float64), dtype)
+        name = float_layout(dtype).name
         for v, s, e, m in zip(vals, d["sign"], d["exponent"], d["mantissa"], strict=True):
             cases.append((f"{name} fields of {v:g}", dtype, int(s), int(e), int(m)))
     # largest mantissa with the smallest normal exponent, negative
@@ -59,7 +58,7 @@ def check_float_value(answer) -> None:
     what = "float_value"
     labels, got, want, fields = [], [], [], []
     for label, dtype, s, e, m in _float_cases():
-        layout = qc.float_layout(dtype)
+        layout = float_layout(dtype)
         eb, mb = layout.exponent_bits, layout.mantissa_bits
         out = call(answer, s, e, m, eb, mb, what=f"{what} on {label}")
         if isinstance(out, numbers.Real) and not isinstance(out, bool):
@@ -71,22 +70,19 @@ def check_float_value(answer) -> None:
             )
         labels.append(label)
         got.append(float(out.double().reshape(())))
-        want.append(float(qc.compose_float(s, e, m, dtype)))
+        want.append(float(compose_float(s, e, m, dtype)))
         fields.append((s, e, m, eb, mb))
     got_t, want_t = torch.tensor(got, dtype=torch.float64), torch.tensor(want, dtype=torch.float64)
     ok = torch.isclose(got_t, want_t, rtol=1e-9, atol=0.0)
     if bool(ok.all()):
         passed(f"{what} rebuilds {len(got)} normal FP32, FP16 and BF16 numbers from their fields")
         return
-    hint = (
+    per_case = [_float_variants(*f) for f in fields]
+    mistakes = [(name, torch.tensor([v[k][1] for v in per_case], dtype=torch.float64))
+                for k, (name, _) in enumerate(per_case[0])]
+    hint = hint_for(got_t, mistakes, rtol=1e-9, default=(
         "value = (-1)^sign * 2^(exponent - bias) * (1 + mantissa / 2^mantissa_bits), "
-        "bias = 2^(exponent_bits - 1) - 1"
-    )
-    for k, (name, _) in enumerate(_float_variants(*fields[0])):
-        alt = torch.tensor([_float_variants(*f)[k][1] for f in fields], dtype=torch.float64)
-        if bool(torch.isclose(got_t, alt, rtol=1e-9, atol=0.0).all()):
-            hint = name
-            break
+        "bias = 2^(exponent_bits - 1) - 1"))
     i = int((~ok).nonzero()[0])
     raise CheckFailed(
         f"{what}: {int((~ok).sum())} of {len(got)} value(s) differ; for the {labels[i]} "
@@ -159,19 +155,17 @@ def check_to_fixed(answer) -> None:
                 f"fractions such as {fmt(out[out != out.round()][:3])}"
             )
         results.append((label, x, m, n, out.double()))
-    bad = [r for r in results if not torch.equal(r[4], qc.to_fixed(r[1], r[2], r[3]).double())]
+    bad = [r for r in results if not torch.equal(r[4], to_fixed(r[1], r[2], r[3]).double())]
     if not bad:
         passed(f"{what} matches qc.to_fixed on {len(results)} Qm.n cases "
                "(ties, negatives, saturation)")
         return
-    hint = "q = clamp(round_half_even(x * 2^n), -2^(m+n), 2^(m+n) - 1)"
-    names = list(_fixed_variants(results[0][1], 0, 1))
-    for name in names:
-        if all(torch.equal(r[4], _fixed_variants(r[1], r[2], r[3])[name]) for r in results):
-            hint = name
-            break
+    per_case = [_fixed_variants(r[1], r[2], r[3]) for r in results]
+    hint = hint_for([r[4] for r in results],
+                    {name: [v[name] for v in per_case] for name in per_case[0]},
+                    default="q = clamp(round_half_even(x * 2^n), -2^(m+n), 2^(m+n) - 1)")
     label, x, m, n, got = bad[0]
-    want = qc.to_fixed(x, m, n).double()
+    want = to_fixed(x, m, n).double()
     diff = (got != want).nonzero()[0]
     i = int(diff[0])
     raise CheckFailed(

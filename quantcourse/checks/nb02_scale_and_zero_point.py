@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, expect_equal, passed
+from ..affine import QParams, asymmetric_qparams, dequantize, quantize
+from ._core import (
+    CheckFailed,
+    as_tensor,
+    call,
+    checker,
+    close,
+    expect_close,
+    expect_equal,
+    hint_for,
+    passed,
+)
 
 # A float32 scale for which x / s and x * (1/s) round differently for some x = (k + 0.5) * s
 # (found by search in the notebook; 22 of the 255 values below differ).
 _TRICKY_SCALE = 0.009847743436694145
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.equal(a.double(), b.double()))
-
-
-def _name_mistake(got: torch.Tensor, want: torch.Tensor, variants, default: str) -> str:
-    """The hint for the first variant that reproduces ``got`` (and differs from ``want``)."""
-    for hint, value in variants:
-        if not _same(value, want) and _same(got, value):
-            return hint
-    return default
 
 
 # --------------------------------------------------------------------------- quantize
@@ -84,17 +81,17 @@ def check_quantize(answer) -> None:
     cases = _quantize_cases()
     for label, x, scale, zp, qmin, qmax in cases:
         s = torch.tensor(scale, dtype=torch.float32)
-        qp = qc.QParams(s, torch.tensor(zp), qmin, qmax)
-        want = qc.quantize(x, qp).to(torch.int64)
+        qp = QParams(s, torch.tensor(zp), qmin, qmax)
+        want = quantize(x, qp).to(torch.int64)
         where = f"{what} on {label}"
         got = as_tensor(call(answer, x.clone(), s.clone(), zp, qmin, qmax, what=where), where)
         if got.shape != want.shape:
             raise CheckFailed(f"{where}: expected shape {tuple(want.shape)}, "
                               f"got {tuple(got.shape)}")
-        hint = _name_mistake(
-            got, want, _quantize_variants(x, s, zp, qmin, qmax),
-            "q = clamp(torch.round(x * (1/scale)) + zero_point, qmin, qmax): round half to "
-            "even, add the zero point after rounding, then clamp",
+        hint = hint_for(
+            got, _quantize_variants(x, s, zp, qmin, qmax), want=want,
+            default="q = clamp(torch.round(x * (1/scale)) + zero_point, qmin, qmax): round "
+                    "half to even, add the zero point after rounding, then clamp",
         )
         expect_equal(got, want, where, hint=hint)
     passed(f"{what} matches qc.quantize on {len(cases)} cases, exact halves and clipped "
@@ -121,11 +118,6 @@ def _dequantize_variants(q, s, z):
     return variants
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=1e-5,
-                                                      atol=1e-7))
-
-
 @checker
 def check_dequantize(answer) -> None:
     """``answer(q, scale, zero_point)`` -> float ``scale * (q - zero_point)``."""
@@ -141,19 +133,17 @@ def check_dequantize(answer) -> None:
     ]
     for label, q, scale, zp, qmin, qmax in cases:
         s = torch.tensor(scale, dtype=torch.float32)
-        qp = qc.QParams(s, torch.tensor(zp), qmin, qmax)
-        want = qc.dequantize(q, qp)
+        qp = QParams(s, torch.tensor(zp), qmin, qmax)
+        want = dequantize(q, qp)
         where = f"{what} on {label}"
         got = as_tensor(call(answer, q.clone(), s.clone(), zp, what=where), where)
         if got.shape == want.shape and not got.is_floating_point():
             raise CheckFailed(f"{where}: expected floating-point values, got {got.dtype}")
         hint = ""
-        if got.shape == want.shape and not _close(got, want):
-            hint = "x_hat = scale * (q - zero_point), computed in float32"
-            for h, value in _dequantize_variants(q, s, zp):
-                if not _close(value, want) and _close(got, value):
-                    hint = h
-                    break
+        if got.shape == want.shape and not close(got, want, rtol=1e-5, atol=1e-7):
+            hint = hint_for(got, _dequantize_variants(q, s, zp), rtol=1e-5, atol=1e-7,
+                            want=want,
+                            default="x_hat = scale * (q - zero_point), computed in float32")
         expect_close(got, want, where, rtol=1e-5, atol=1e-7, hint=hint)
     passed(f"{what} matches qc.dequantize on {len(cases)} cases, uint8 and int8 codes included")
 
@@ -205,7 +195,7 @@ def check_affine_qparams(answer) -> None:
          torch.relu(torch.randn(400, generator=g)), 3),
     ]
     for label, x, bits in cases:
-        qp = qc.asymmetric_qparams(x, bits)
+        qp = asymmetric_qparams(x, bits)
         where = f"{what} on {label}"
         out = call(answer, x.clone(), bits, what=where)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
@@ -222,16 +212,11 @@ def check_affine_qparams(answer) -> None:
         s_ok = bool(torch.isclose(s_got.double(), qp.scale.double(), rtol=1e-5, atol=0.0))
         z_ok = float(z_got) == float(qp.zero_point)
         if not (s_ok and z_ok):
-            hint = ("s = (max - min) / (qmax - qmin) over the range widened to include 0, "
-                    "z = qmin - round(min / s)")
-            for h, s_v, z_v in _qparams_variants(x, bits):
-                vs_ok = bool(torch.isclose(s_got.double(), s_v.double(), rtol=1e-5, atol=0.0))
-                if vs_ok and float(z_got) == float(z_v) and not (
-                    bool(torch.isclose(s_v.double(), qp.scale.double(), rtol=1e-5))
-                    and float(z_v) == float(qp.zero_point)
-                ):
-                    hint = h
-                    break
+            hint = hint_for(
+                (s_got, z_got), [(h, (s_v, z_v)) for h, s_v, z_v in _qparams_variants(x, bits)],
+                rtol=1e-5, want=(qp.scale.reshape(()), qp.zero_point.reshape(())),
+                default="s = (max - min) / (qmax - qmin) over the range widened to include 0, "
+                        "z = qmin - round(min / s)")
         expect_close(s_got, qp.scale.reshape(()), f"{where}, scale", rtol=1e-5, atol=0.0,
                      hint=hint)
         expect_equal(z_got.double(), qp.zero_point.reshape(()).double(),

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-import quantcourse as qc
-
+from ..affine import QParams, quantize, symmetric_qparams
 from ._core import (
     CheckFailed,
     as_tensor,
@@ -14,6 +13,7 @@ from ._core import (
     expect_close,
     expect_equal,
     fmt,
+    hint_for,
     narrow_qmax,
     one_number,
     passed,
@@ -66,10 +66,9 @@ def _scale_hint(got: torch.Tensor, x: torch.Tensor, bits: int) -> str:
         (amax / (2**bits - 1),
          "that divides by 2^b - 1 (an unsigned grid); symmetric uses 2^(b-1) - 1"),
     ]
-    for value, hint in variants:
-        if abs(g - value) <= 1e-5 * abs(value):
-            return hint
-    return "s = max|x| / (2^(b-1) - 1), clamped to at least torch.finfo(torch.float32).eps"
+    return hint_for(g, [(hint, value) for value, hint in variants], rtol=1e-5,
+                    default="s = max|x| / (2^(b-1) - 1), clamped to at least "
+                            "torch.finfo(torch.float32).eps")
 
 
 @checker
@@ -78,7 +77,7 @@ def check_symmetric_scale(answer) -> None:
     for label, x, bits in _scale_cases():
         what = f"scale for {label}"
         got = one_number(call(answer, x.clone(), bits, what=what), what)
-        want = qc.symmetric_qparams(x, bits).scale
+        want = symmetric_qparams(x, bits).scale
         if not bool(torch.isfinite(got)):
             raise CheckFailed(
                 f"{what}: expected {fmt(float(want))}, got {fmt(float(got))}. "
@@ -94,7 +93,7 @@ def check_symmetric_scale(answer) -> None:
 # --------------------------------------------------------------------------- the codes
 
 
-def _quantize_cases() -> list[tuple[str, torch.Tensor, qc.QParams, int]]:
+def _quantize_cases() -> list[tuple[str, torch.Tensor, QParams, int]]:
     gen = torch.Generator().manual_seed(4)
     gauss = torch.randn(40, 25, generator=gen) * 0.02
     calib = torch.randn(500, generator=gen)
@@ -105,14 +104,14 @@ def _quantize_cases() -> list[tuple[str, torch.Tensor, qc.QParams, int]]:
     zeros = torch.zeros(3, 4)
     return [
         ("an 8-bit Gaussian weight matrix (its own scale)", gauss,
-         qc.symmetric_qparams(gauss, 8), 8),
+         symmetric_qparams(gauss, 8), 8),
         ("a 4-bit Gaussian weight matrix (its own scale)", gauss,
-         qc.symmetric_qparams(gauss, 4), 4),
+         symmetric_qparams(gauss, 4), 4),
         ("values at exact halves of the step (x / s = +-0.5, +-1.5, +-2.5, 3.5, -4.5) "
-         "with s = 0.25, 4 bits", halves, qc.QParams(torch.tensor(0.25), 0, -7, 7), 4),
+         "with s = 0.25, 4 bits", halves, QParams(torch.tensor(0.25), 0, -7, 7), 4),
         ("a new batch with values beyond the range the 8-bit scale was computed on",
-         new_batch, qc.symmetric_qparams(calib, 8), 8),
-        ("an all-zero tensor (scale = float32 eps)", zeros, qc.symmetric_qparams(zeros, 8), 8),
+         new_batch, symmetric_qparams(calib, 8), 8),
+        ("an all-zero tensor (scale = float32 eps)", zeros, symmetric_qparams(zeros, 8), 8),
     ]
 
 
@@ -136,11 +135,8 @@ def _quantize_hint(got: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, bits
          "torch.round sends halves to the even neighbour (0.5 -> 0, 1.5 -> 2, 2.5 -> 2); "
          "you rounded halves away from zero"),
     ]
-    g = got.detach().double()
-    for value, hint in variants:
-        if value.shape == g.shape and torch.equal(g, value):
-            return hint
-    return f"q = clamp(round(x / s), {-qmax}, {qmax}) with torch.round"
+    return hint_for(got, [(hint, value) for value, hint in variants],
+                    default=f"q = clamp(round(x / s), {-qmax}, {qmax}) with torch.round")
 
 
 @checker
@@ -154,7 +150,7 @@ def check_symmetric_quantize(answer) -> None:
                 f"{what}: expected an integer tensor, got {got.dtype}. Hint: the point is to "
                 "store integers: convert with .to(torch.int8) after clamping"
             )
-        want = qc.quantize(x, qp)
+        want = quantize(x, qp)
         hint = "" if got.shape != want.shape else _quantize_hint(got, x, qp.scale, bits)
         expect_equal(got, want, what, hint=hint)
     passed(
@@ -185,8 +181,8 @@ def check_levels_used(answer) -> None:
     for label, x, bits in _levels_cases():
         what = f"fraction of codes used for {label}"
         got = one_number(call(answer, x.clone(), bits, what=what), what)
-        qp = qc.symmetric_qparams(x, bits)
-        q = qc.quantize(x, qp)
+        qp = symmetric_qparams(x, bits)
+        q = quantize(x, qp)
         used = torch.unique(q).numel()
         n_codes = qp.qmax - qp.qmin + 1
         want = torch.tensor(used / n_codes, dtype=torch.float64)

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, expect_equal, fmt, passed
+from ..affine import asymmetric_qparams, dequantize, quantize
+from ._core import (
+    CheckFailed,
+    as_tensor,
+    call,
+    checker,
+    expect_close,
+    expect_equal,
+    fmt,
+    hint_for,
+    passed,
+)
 
 # ---------------------------------------------------------------- scale and zero point
 
@@ -65,7 +74,7 @@ def check_zero_point(answer) -> None:
         what = f"asym_qparams(x_min={x_min}, x_max={x_max}, bits={bits}, signed={signed})"
         got = call(answer, x_min, x_max, bits, signed, what=what)
         s, z = _pair_of_numbers(got, what)
-        qp = qc.asymmetric_qparams(torch.tensor([x_min, x_max]), bits, signed=signed)
+        qp = asymmetric_qparams(torch.tensor([x_min, x_max]), bits, signed=signed)
         want_s = qp.scale.double()
         if x_min > 0 or x_max < 0:
             s_hint = "widen the range to include 0 first: min(x_min, 0), max(x_max, 0)"
@@ -120,15 +129,12 @@ def _codes_hint(q: torch.Tensor, x: torch.Tensor, qp) -> str:
     z = qp.zero_point.float()
     before = torch.clamp(torch.round(v + z), qp.qmin, qp.qmax)
     away = torch.clamp(torch.sign(v) * torch.floor(v.abs() + 0.5) + z, qp.qmin, qp.qmax)
-    got = q.double()
-    if torch.equal(got, before.double()):
-        return ("add the zero point AFTER rounding: round(x * (1/s)) + z; with "
-                "round-half-to-even, round(x/s + z) lands on a different code at exact halves "
-                "when z is odd")
-    if torch.equal(got, away.double()):
-        return ("round half to even (torch.round), not half away from zero: "
-                "0.5 -> 0, 1.5 -> 2, 2.5 -> 2")
-    return ""
+    return hint_for(q, {
+        "add the zero point AFTER rounding: round(x * (1/s)) + z; with round-half-to-even, "
+        "round(x/s + z) lands on a different code at exact halves when z is odd": before,
+        "round half to even (torch.round), not half away from zero: "
+        "0.5 -> 0, 1.5 -> 2, 2.5 -> 2": away,
+    })
 
 
 @checker
@@ -140,9 +146,9 @@ def check_asymmetric_roundtrip(answer) -> None:
         got = call(answer, x.clone(), bits, what=what)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise CheckFailed(f"{what}: expected a pair (q, x_hat), got {type(got).__name__}")
-        qp = qc.asymmetric_qparams(x, bits)
-        want_q = qc.quantize(x, qp)
-        want_x = qc.dequantize(want_q, qp)
+        qp = asymmetric_qparams(x, bits)
+        want_q = quantize(x, qp)
+        want_x = dequantize(want_q, qp)
         q = as_tensor(got[0], f"{what}: q")
         if q.is_floating_point() and not bool(torch.isfinite(q).all()):
             raise CheckFailed(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-import quantcourse as qc
-
+from ..affine import QParams, asymmetric_qparams, fake_quantize, symmetric_qparams
+from ..observers import PercentileObserver, qparams_from_range
 from ._core import (
     CheckFailed,
     as_tensor,
@@ -13,17 +13,13 @@ from ._core import (
     checker,
     expect_close,
     fmt,
+    hint_for,
     narrow_qmax,
     one_number,
     passed,
 )
 
 _EPS = torch.finfo(torch.float32).eps
-
-
-def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
-    a, b = a.detach().double(), b.detach().double()
-    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=1e-12))
 
 
 # --------------------------------------------------------------------- per-channel scales
@@ -68,10 +64,9 @@ def _channel_hint(got: torch.Tensor, w: torch.Tensor, bits: int) -> str:
         (torch.clamp(amax_rows / (2**bits - 1), min=_EPS),
          "that divides by 2^b - 1 (an unsigned grid); symmetric uses 2^(b-1) - 1"),
     ]
-    for value, hint in variants:
-        if _same(got, value):
-            return hint
-    return "s_i = max_j |w_ij| / (2^(b-1) - 1) for each output channel i, at least float32 eps"
+    return hint_for(got, [(hint, value) for value, hint in variants], rtol=1e-5, atol=1e-12,
+                    default="s_i = max_j |w_ij| / (2^(b-1) - 1) for each output channel i, at "
+                            "least float32 eps")
 
 
 @checker
@@ -80,7 +75,7 @@ def check_per_channel_scales(answer) -> None:
     for label, w, bits in _channel_cases():
         what = f"per-channel scales for {label}"
         got = as_tensor(call(answer, w.clone(), bits, what=what), what)
-        want = qc.symmetric_qparams(w, bits, axis=0).scale
+        want = symmetric_qparams(w, bits, axis=0).scale
         if got.shape != want.shape:
             if got.numel() == w.shape[1] and w.shape[0] != w.shape[1]:
                 hint = ("one scale per output channel means one per row (axis 0), "
@@ -128,7 +123,7 @@ def _percentile_cases() -> list[tuple[str, torch.Tensor, float]]:
 
 
 def _percentile_reference(x: torch.Tensor, p: float) -> torch.Tensor:
-    obs = qc.PercentileObserver(8, percentile=p, symmetric=True)
+    obs = PercentileObserver(8, percentile=p, symmetric=True)
     obs.observe(x)
     return obs.range()[1]
 
@@ -151,10 +146,8 @@ def _percentile_hint(got: torch.Tensor, x: torch.Tensor, p: float) -> str:
         (a.max() * p / 100,
          "the percentile is a value below which p % of the |x| fall, not p % of max|x|"),
     ]
-    for value, hint in variants:
-        if abs(float(got) - float(value)) <= 1e-4 * max(abs(float(value)), 1e-12):
-            return hint
-    return "t = torch.quantile(x.abs().flatten(), percentile / 100)"
+    return hint_for(float(got), [(hint, float(value)) for value, hint in variants], rtol=1e-4,
+                    atol=1e-16, default="t = torch.quantile(x.abs().flatten(), percentile / 100)")
 
 
 @checker
@@ -183,7 +176,7 @@ def check_percentile_range(answer) -> None:
 # --------------------------------------------------------------------- clipping vs rounding
 
 
-def _split_cases() -> list[tuple[str, torch.Tensor, qc.QParams]]:
+def _split_cases() -> list[tuple[str, torch.Tensor, QParams]]:
     gen = torch.Generator().manual_seed(53)
     gauss = torch.randn(5000, generator=gen)
     gauss[:20] = 9.0 * torch.sign(torch.randn(20, generator=gen))
@@ -192,33 +185,33 @@ def _split_cases() -> list[tuple[str, torch.Tensor, qc.QParams]]:
     small = torch.randn(300, generator=gen) * 0.2
     return [
         ("Gaussian data with outliers at +-9, 4-bit symmetric grid clipped at +-2.5", gauss,
-         qc.qparams_from_range(torch.tensor(-2.5), torch.tensor(2.5), 4, symmetric=True)),
+         qparams_from_range(torch.tensor(-2.5), torch.tensor(2.5), 4, symmetric=True)),
         ("GELU activations with an outlier channel, 4-bit asymmetric grid on [-0.2, 3]",
-         gelu, qc.qparams_from_range(torch.tensor(-0.2), torch.tensor(3.0), 4)),
+         gelu, qparams_from_range(torch.tensor(-0.2), torch.tensor(3.0), 4)),
         ("GELU activations, 8-bit asymmetric min-max grid (nothing clipped)", gelu,
-         qc.asymmetric_qparams(gelu, 8)),
+         asymmetric_qparams(gelu, 8)),
         ("small Gaussian values, 3-bit symmetric grid clipped at +-0.1", small,
-         qc.qparams_from_range(torch.tensor(-0.1), torch.tensor(0.1), 3, symmetric=True)),
+         qparams_from_range(torch.tensor(-0.1), torch.tensor(0.1), 3, symmetric=True)),
     ]
 
 
-def _clamped(x: torch.Tensor, qp: qc.QParams) -> torch.Tensor:
+def _clamped(x: torch.Tensor, qp: QParams) -> torch.Tensor:
     code = torch.round(x * torch.reciprocal(qp.scale)) + qp.zero_point
     return (code < qp.qmin) | (code > qp.qmax)
 
 
-def _split_reference(x: torch.Tensor, qp: qc.QParams) -> tuple[float, float, int]:
-    x_hat = qc.fake_quantize(x, qp)
+def _split_reference(x: torch.Tensor, qp: QParams) -> tuple[float, float, int]:
+    x_hat = fake_quantize(x, qp)
     outside = _clamped(x, qp)
     err2 = (x.double() - x_hat.double()) ** 2
     n = x.numel()
     return float(err2[outside].sum()) / n, float(err2[~outside].sum()) / n, int(outside.sum())
 
 
-def _split_hint(got: tuple[float, float], x: torch.Tensor, qp: qc.QParams) -> str:
+def _split_hint(got: tuple[float, float], x: torch.Tensor, qp: QParams) -> str:
     clip, rnd, n_out = _split_reference(x, qp)
     g_clip, g_rnd = got
-    x_hat = qc.fake_quantize(x, qp)
+    x_hat = fake_quantize(x, qp)
     err2 = (x.double() - x_hat.double()) ** 2
     n = x.numel()
 

@@ -7,8 +7,9 @@ import numbers
 
 import torch
 
-import quantcourse as qc
-
+from ..affine import symmetric_qparams
+from ..metrics import quantized_nbytes
+from ..packing import pack_bits
 from ._core import (
     CheckFailed,
     as_tensor,
@@ -17,6 +18,7 @@ from ._core import (
     expect_close,
     expect_equal,
     fmt,
+    hint_for,
     narrow_qmax,
     passed,
 )
@@ -62,7 +64,7 @@ def check_pack_nibbles(answer) -> None:
                 f"{what}: expected an integer tensor of bytes (uint8), got {got.dtype}"
             )
         got = got.reshape(-1) if got.ndim > 1 else got
-        want = qc.pack_bits(codes, 4)
+        want = pack_bits(codes, 4)
         n = codes.numel()
         if got.numel() != want.numel():
             if got.numel() == n // 2:
@@ -104,10 +106,10 @@ _STORAGE_CASES = [
 def _storage_reference(rows: int, cols: int, bits: int, group_size: int | None) -> int:
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows * 1000 + cols))
     if group_size is None:
-        qp = qc.symmetric_qparams(w, bits, axis=0)
+        qp = symmetric_qparams(w, bits, axis=0)
     else:
-        qp = qc.symmetric_qparams(w, bits, group_size=group_size)
-    return qc.quantized_nbytes(w.numel(), qp)
+        qp = symmetric_qparams(w, bits, group_size=group_size)
+    return quantized_nbytes(w.numel(), qp)
 
 
 def _storage_hint(got: float, rows: int, cols: int, bits: int, group_size: int | None) -> str:
@@ -135,10 +137,8 @@ def _storage_hint(got: float, rows: int, cols: int, bits: int, group_size: int |
         variants.append((payload + 4 * rows,
                          f"per group means {cols // group_size} scales per row, "
                          f"{n_scales} in all, not one per row"))
-    for value, hint in variants:
-        if got == value:
-            return hint
-    return "ceil(rows * cols * bits / 8) bytes of codes + 4 bytes per scale"
+    return hint_for(got, [(hint, value) for value, hint in variants],
+                    default="ceil(rows * cols * bits / 8) bytes of codes + 4 bytes per scale")
 
 
 @checker
@@ -195,11 +195,9 @@ def _gain_hint(got: float, bits: int, extra: int) -> str:
         (-_gain_reference(bits, extra), "more bits give a smaller step and a HIGHER SQNR: "
                                          "the gain is positive"),
     ]
-    ref = _gain_reference(bits, extra)
-    for value, hint in variants:
-        if abs(got - value) <= 1e-6 + 1e-6 * abs(value) and abs(value - ref) > 1e-3:
-            return hint
-    return "gain = 20 log10(qmax(b + k) / qmax(b)) with qmax(b) = 2^(b-1) - 1"
+    return hint_for(got, [(hint, value) for value, hint in variants], rtol=1e-6, atol=1e-6,
+                    want=_gain_reference(bits, extra),
+                    default="gain = 20 log10(qmax(b + k) / qmax(b)) with qmax(b) = 2^(b-1) - 1")
 
 
 @checker

@@ -6,9 +6,18 @@ import math
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, fmt, one_number, passed
+from ..nonuniform import log_levels, log_quantize, nf4_levels
+from ._core import (
+    CheckFailed,
+    as_tensor,
+    call,
+    checker,
+    expect_close,
+    fmt,
+    hint_for,
+    one_number,
+    passed,
+)
 
 # --------------------------------------------------------------------------- NormalFloat levels
 
@@ -65,7 +74,7 @@ def check_nf_levels(answer) -> None:
         got = torch.sort(got.detach().reshape(-1).double()).values
         want = _nf_reference(bits)
         if bits == 4:
-            want = qc.nf4_levels().double()
+            want = nf4_levels().double()
         if not torch.allclose(got, want, rtol=0, atol=2e-6):
             expect_close(got, want, what, rtol=0, atol=2e-6, hint=_nf_hint(got, bits))
     passed("your levels match QLoRA's construction at 2, 3, 4 and 5 bits "
@@ -78,7 +87,7 @@ _ZERO_CASES = [(4, 0), (4, 1), (3, 0), (5, 0), (5, 2), (2, 0), (8, 1)]
 
 
 def _zero_reference(bits: int, frac_bits: int) -> float:
-    return float(qc.log_levels(bits, frac_bits=frac_bits).double()[1]) / 2
+    return float(log_levels(bits, frac_bits=frac_bits).double()[1]) / 2
 
 
 def _zero_hint(got: float, bits: int, frac_bits: int) -> str:
@@ -95,11 +104,10 @@ def _zero_hint(got: float, bits: int, frac_bits: int) -> str:
         (2.0 ** -(k - 1) / 2, "with fractional bits the levels are 2^(1/2^f) apart, so the "
                               "exponent steps are 1/2^f"),
     ]
-    ref = _zero_reference(bits, frac_bits)
-    for value, hint in variants:
-        if abs(got - value) <= 1e-9 + 1e-6 * abs(value) and abs(value - ref) > 1e-9:
-            return hint
-    return "find the smallest non-zero level of the grid and the point where 0 is nearer"
+    return hint_for(got, [(hint, value) for value, hint in variants], rtol=1e-6, atol=1e-9,
+                    want=_zero_reference(bits, frac_bits),
+                    default="find the smallest non-zero level of the grid and the point where 0 "
+                            "is nearer")
 
 
 @checker
@@ -111,7 +119,7 @@ def check_log_zero_threshold(answer) -> None:
         want = _zero_reference(bits, frac_bits)
         # the package must agree: just above the threshold is not 0, at it is
         w = torch.tensor([1.0, want, want * (1 + 1e-6)], dtype=torch.float64).float()
-        codes = qc.log_quantize(w, bits, frac_bits=frac_bits).codes
+        codes = log_quantize(w, bits, frac_bits=frac_bits).codes
         assert int(codes[1]) == 0 and int(codes[2]) == 1, "log_quantize disagrees with the checker"
         if not math.isfinite(got) or abs(got - want) > 1e-7 * want + 1e-12:
             raise CheckFailed(f"{what}: expected {fmt(want)}, got {fmt(got)}. "
@@ -148,12 +156,13 @@ def _grad_hint(got: torch.Tensor, grad, codes, k) -> str:
     want = _grad_reference(grad, codes, k)
     counts = torch.zeros(grad.shape[0], k, dtype=torch.float64).scatter_add_(
         1, codes.long(), torch.ones_like(grad, dtype=torch.float64))
-    if torch.allclose(g * counts.clamp(min=1), want, atol=1e-6):
-        return "sum the gradients of the weights that share a centroid; do not average them"
-    pooled = want.sum(0, keepdim=True).expand_as(want)
-    if torch.allclose(g, pooled, atol=1e-6):
-        return "each row has its own codebook: sum only over the weights of that row"
-    return "gradient of centroid j of row c = sum of grad[c, i] over the i with codes[c, i] == j"
+    return hint_for(g, {
+        "sum the gradients of the weights that share a centroid; do not average them":
+            want / counts.clamp(min=1),
+        "each row has its own codebook: sum only over the weights of that row":
+            want.sum(0, keepdim=True).expand_as(want),
+    }, atol=1e-6, default="gradient of centroid j of row c = sum of grad[c, i] over the i with "
+                          "codes[c, i] == j")
 
 
 @checker

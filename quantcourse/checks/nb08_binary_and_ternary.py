@@ -7,9 +7,10 @@ import numbers
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, fmt, one_number, passed
+from ..binary import ternarize
+from ..models import digits_cnn
+from ..packing import pack_bits
+from ._core import CheckFailed, as_tensor, call, checker, fmt, hint_for, one_number, passed
 
 # --------------------------------------------------------------------------- binary dot product
 
@@ -56,17 +57,15 @@ def _dot_hint(got: float, a: torch.Tensor, b: torch.Tensor, pa: torch.Tensor,
         (float((pa.to(torch.int64) * pb.to(torch.int64)).sum()),
          "the bytes are not numbers to multiply: each bit is one sign (1 = +1, 0 = -1)"),
     ]
-    for value, hint in variants:
-        if float(value) == got:
-            return hint
-    return "dot = (matching bits) - (differing bits) over the first n bits"
+    return hint_for(got, [(hint, float(value)) for value, hint in variants],
+                    default="dot = (matching bits) - (differing bits) over the first n bits")
 
 
 @checker
 def check_binary_dot(answer) -> None:
     """``answer(a_bytes, b_bytes, n)`` -> the dot product of two packed +-1 vectors."""
     for label, a, b in _dot_cases():
-        pa, pb = qc.pack_bits(a > 0, 1), qc.pack_bits(b > 0, 1)
+        pa, pb = pack_bits(a > 0, 1), pack_bits(b > 0, 1)
         n = a.numel()
         what = f"dot product of {label}"
         got = call(answer, pa.clone(), pb.clone(), n, what=what)
@@ -92,7 +91,7 @@ def _ternary_cases() -> list[tuple[str, torch.Tensor]]:
         ("1000 Gaussian weights", torch.randn(1000, generator=gen)),
         ("500 uniform weights", torch.rand(500, generator=gen) * 2 - 1),
         ("400 Laplace weights", laplace),
-        ("a row of the digits CNN's fc1 weight", qc.digits_cnn().fc1.weight.detach()[3].clone()),
+        ("a row of the digits CNN's fc1 weight", digits_cnn().fc1.weight.detach()[3].clone()),
         ("the weights [1, -1, 1, -1] (all equal magnitudes)", torch.tensor([1.0, -1.0, 1.0, -1.0])),
         ("a single weight [-0.3]", torch.tensor([-0.3])),
         ("all-zero weights", torch.zeros(6)),
@@ -122,7 +121,7 @@ def _ternary_hint(w: torch.Tensor, codes: torch.Tensor, alpha: float) -> str:
     if bool(kept.all()) and w.numel() > 1:
         return ("you kept every weight (binary): dropping the smallest ones to 0 lowers the "
                 "error")
-    t_codes, t_alpha = qc.ternarize(w)
+    t_codes, t_alpha = ternarize(w)
     if torch.equal(codes, t_codes):
         return ("delta = 0.7 * mean|w| is a rule of thumb that is right only on average for "
                 "bell-shaped weights: search the threshold itself")
@@ -199,11 +198,9 @@ def _sqnr_hint(got: float, dist: str) -> str:
         (-10 * math.log10(1 - mean_abs / rms), "the ratio alpha / w_rms enters squared: "
                                                 "noise / signal = 1 - (E|w|)^2 / E[w^2]"),
     ]
-    for value, hint in variants:
-        if abs(got - value) <= 0.02 + 1e-3 * abs(value) and abs(value - ref) > 0.05:
-            return hint
-    return ("with alpha = E|w| the noise power is E[w^2] - (E|w|)^2: SQNR = "
-            "-10 log10(1 - (E|w|)^2 / E[w^2])")
+    return hint_for(got, [(hint, value) for value, hint in variants], rtol=1e-3, atol=0.02,
+                    want=ref, default="with alpha = E|w| the noise power is E[w^2] - (E|w|)^2: "
+                                      "SQNR = -10 log10(1 - (E|w|)^2 / E[w^2])")
 
 
 @checker

@@ -7,9 +7,8 @@ import numbers
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, passed
+from ..affine import asymmetric_qparams, fake_quantize, quantize, symmetric_qparams
+from ._core import CheckFailed, as_tensor, call, checker, expect_close, hint_for, passed
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -41,11 +40,14 @@ def _token_hint(got: torch.Tensor, x: torch.Tensor, bits: int, want: torch.Tenso
     if bool(torch.isnan(g).any()) or bool(((want == _EPS) & (g == 0)).any()):
         return ("an all-zero row has max |x| = 0 and would get a scale of 0: floor the scale at "
                 "torch.finfo(torch.float32).eps")
-    if torch.allclose(g, torch.clamp(amax / 2 ** (bits - 1), min=_EPS), rtol=1e-5, atol=0):
-        return "divide by 2^(b-1) - 1 (the narrow symmetric grid's qmax), not 2^(b-1)"
-    signed_max = torch.clamp(x.amax(dim=1).double() / qmax, min=_EPS)
-    if torch.allclose(g, signed_max, rtol=1e-5, atol=0):
-        return "use the largest magnitude |x| of each row (x.abs()), not the largest value"
+    hint = hint_for(g, {
+        "divide by 2^(b-1) - 1 (the narrow symmetric grid's qmax), not 2^(b-1)":
+            torch.clamp(amax / 2 ** (bits - 1), min=_EPS),
+        "use the largest magnitude |x| of each row (x.abs()), not the largest value":
+            torch.clamp(x.amax(dim=1).double() / qmax, min=_EPS),
+    }, rtol=1e-5)
+    if hint:
+        return hint
     if bool((g == g[0]).all()):
         return ("every row got the same scale: that is per tensor; take the max of |x| over "
                 "each row separately (dim=1)")
@@ -59,7 +61,7 @@ def check_per_token_qparams(answer) -> None:
     for name, x, bits in cases:
         what = f"per_token_scales on {name}"
         got = as_tensor(call(answer, x.clone(), bits, what=what), what)
-        want = qc.symmetric_qparams(x, bits, axis=0).scale
+        want = symmetric_qparams(x, bits, axis=0).scale
         if got.shape == (x.shape[0], 1):
             got = got.reshape(-1)                  # keepdim=True is fine
         if got.shape != want.shape:
@@ -110,27 +112,30 @@ def _act_hint(got: torch.Tensor, x: torch.Tensor, bits: int) -> str:
                     "torch.finfo(torch.float32).eps")
         return "NaN or infinite values: did the scale come out as 0?"
 
-    def same(t: torch.Tensor) -> bool:
-        return t.shape == g.shape and torch.allclose(g, t.double(), rtol=1e-5, atol=1e-6)
-
-    for narrow in (True, False):
-        if same(qc.fake_quantize(x, qc.symmetric_qparams(x, bits, narrow_range=narrow))):
-            return ("this is a symmetric grid (zero point 0, centred on 0); activations such as "
-                    "ReLU outputs are skewed, so use an asymmetric grid [0, 2^b - 1] with a zero "
-                    "point")
-    qp = qc.asymmetric_qparams(x, bits)
-    if same(qc.quantize(x, qp).double()):
-        return "return the dequantized values s * (q - z), not the integer codes q"
+    symmetric = ("this is a symmetric grid (zero point 0, centred on 0); activations such as "
+                 "ReLU outputs are skewed, so use an asymmetric grid [0, 2^b - 1] with a zero "
+                 "point")
+    qp = asymmetric_qparams(x, bits)
     s, z, qmax = qp.scale.double(), qp.zero_point.double(), qp.qmax
-    before = s * (torch.clamp(torch.round(x.double() / s + z), 0, qmax) - z)
-    if same(before):
-        return ("add the zero point AFTER rounding: round(x * (1/s)) + z; round(x/s + z) lands "
-                "on another code at exact halves when z is odd")
-    if x.ndim >= 2:
+
+    def per_row() -> torch.Tensor | None:
+        if x.ndim < 2:
+            return None
         flat = x.reshape(-1, x.shape[-1])
-        rows = qc.fake_quantize(flat, qc.asymmetric_qparams(flat, bits, axis=0)).reshape(x.shape)
-        if same(rows):
-            return "use one scale and zero point for the whole tensor (per tensor), not per row"
+        return fake_quantize(flat, asymmetric_qparams(flat, bits, axis=0)).reshape(x.shape)
+
+    hint = hint_for(g, [
+        (symmetric, lambda: fake_quantize(x, symmetric_qparams(x, bits, narrow_range=True))),
+        (symmetric, lambda: fake_quantize(x, symmetric_qparams(x, bits, narrow_range=False))),
+        ("return the dequantized values s * (q - z), not the integer codes q",
+         lambda: quantize(x, qp)),
+        ("add the zero point AFTER rounding: round(x * (1/s)) + z; round(x/s + z) lands "
+         "on another code at exact halves when z is odd",
+         lambda: s * (torch.clamp(torch.round(x.double() / s + z), 0, qmax) - z)),
+        ("use one scale and zero point for the whole tensor (per tensor), not per row", per_row),
+    ], rtol=1e-5, atol=1e-6)
+    if hint:
+        return hint
     lo, hi = float(x.min()), float(x.max())
     if lo > 0 or hi < 0:
         return ("widen the range to include 0 first: lo = min(x.min(), 0), hi = max(x.max(), 0); "
@@ -147,7 +152,7 @@ def check_activation_fake_quant(answer) -> None:
     for name, x, bits in cases:
         what = f"act_fake_quant on {name}"
         got = as_tensor(call(answer, x.clone(), bits, what=what), what)
-        want = qc.fake_quantize(x, qc.asymmetric_qparams(x, bits))
+        want = fake_quantize(x, asymmetric_qparams(x, bits))
         if got.shape != want.shape:
             raise CheckFailed(f"{what}: expected shape {tuple(want.shape)} (the input's shape), "
                               f"got {tuple(got.shape)}")
@@ -206,11 +211,8 @@ def _bytes_hint(got: float, case: tuple, which: str) -> str:
             "weights use w_bits, activations a_bits: they are swapped":
                 math.ceil(tokens * vpt * wb / 8),
         }
-    for hint, value in cands.items():
-        if got == value:
-            return hint
-    return ("weight bytes = ceil(n_weights * w_bits / 8); activation bytes = "
-            "ceil(batch * seq_len * values_per_token * a_bits / 8)")
+    return hint_for(got, cands, default="weight bytes = ceil(n_weights * w_bits / 8); activation "
+                    "bytes = ceil(batch * seq_len * values_per_token * a_bits / 8)")
 
 
 @checker

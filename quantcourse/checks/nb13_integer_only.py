@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_equal, fmt, passed
+from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
+from ._core import CheckFailed, as_tensor, call, checker, expect_equal, fmt, hint_for, passed
 
 _I32 = (-(2**31), 2**31 - 1)
 
@@ -56,7 +55,7 @@ def check_single_rounding(answer) -> None:
     double_differs = 0
     total = 0
     for acc, m in _single_rounding_cases():
-        m0, shift = qc.quantize_multiplier(m)
+        m0, shift = quantize_multiplier(m)
         what = f"requantize_single_rounding(acc, m0={m0}, shift={shift})  [m = {m:.6g}]"
         got = call(answer, acc.clone(), m0, shift, what=what)
         want = _single_rounding_reference(acc, m0, shift)
@@ -64,7 +63,7 @@ def check_single_rounding(answer) -> None:
         if not torch.equal(got_t.to(torch.int64), want):
             g64 = got_t.to(torch.int64)
             bad = (g64 != want).nonzero()[0].item()
-            double = qc.multiply_by_quantized_multiplier(acc, m0, shift).to(torch.int64)
+            double = multiply_by_quantized_multiplier(acc, m0, shift).to(torch.int64)
             exact = float(acc[bad]) * m0 * 2.0 ** (shift - 31)
             if torch.equal(g64, double):
                 hint = ("this is the reference's double rounding (the high multiply rounds, "
@@ -81,7 +80,7 @@ def check_single_rounding(answer) -> None:
                 f"acc = {int(acc[bad])} (exact product {exact:.4f}) expected "
                 f"{int(want[bad])}, got {int(g64[bad])}. Hint: {hint}"
             )
-        double = qc.multiply_by_quantized_multiplier(acc, m0, shift).to(torch.int64)
+        double = multiply_by_quantized_multiplier(acc, m0, shift).to(torch.int64)
         double_differs += int((double != want).sum())
         total += want.numel()
     passed(f"one rounding, exact on {total} accumulators; the double-rounding reference "
@@ -107,8 +106,8 @@ def _relu6_cases() -> list[tuple[torch.Tensor, float, float, int]]:
 
 
 def _relu6_reference(acc, multiplier, scale_out, z_out):
-    m0, shift = qc.quantize_multiplier(multiplier)
-    y = qc.multiply_by_quantized_multiplier(acc, m0, shift).to(torch.int64) + z_out
+    m0, shift = quantize_multiplier(multiplier)
+    y = multiply_by_quantized_multiplier(acc, m0, shift).to(torch.int64) + z_out
     top = min(127, z_out + round(6.0 / scale_out))
     return torch.clamp(y, z_out, top)
 
@@ -190,24 +189,24 @@ def check_int_avg_pool(answer) -> None:
         floor = torch.div(s, 4, rounding_mode="floor")
         trunc = torch.div(s, 4, rounding_mode="trunc")
         even = torch.round(s.double() / 4).to(torch.int64)
-        hint = ("sum the four codes in a wide integer type, then divide by 4 rounding half "
-                "away from zero; the zero point needs no correction (the mean of q - z is "
-                "mean(q) - z)")
-        if torch.equal(g64, floor):
-            hint = ("// floors (-1.25 -> -2): round half away from zero instead, "
-                    "e.g. sign(s) * ((|s| + 2) // 4)")
-        elif torch.equal(g64, trunc):
-            hint = ("truncating toward zero (C's integer division) drops the rounding: "
-                    "round half away from zero, sign(s) * ((|s| + 2) // 4)")
-        elif torch.equal(g64, even):
-            hint = ("torch.round rounds half to even (0.5 -> 0); integer kernels round half "
-                    "away from zero (0.5 -> 1, -1.25 -> -1)")
-        elif bool((g64 - want).abs().max() >= 64):
+        hint = hint_for(g64, {
+            "// floors (-1.25 -> -2): round half away from zero instead, "
+            "e.g. sign(s) * ((|s| + 2) // 4)": floor,
+            "truncating toward zero (C's integer division) drops the rounding: "
+            "round half away from zero, sign(s) * ((|s| + 2) // 4)": trunc,
+            "torch.round rounds half to even (0.5 -> 0); integer kernels round half "
+            "away from zero (0.5 -> 1, -1.25 -> -1)": even,
+        })
+        if not hint and bool((g64 - want).abs().max() >= 64):
             hint = ("values wrapped around: adding int8 codes in int8 overflows (127 + 127); "
                     "convert to a wider integer type before summing")
-        elif torch.equal(g64, want - z) or torch.equal(g64, want + z):
-            hint = ("the zero point: the mean of (q - z) is mean(q) - z, so averaging the codes"
-                    " directly is already right; add back whatever zero point you removed")
+        zp_hint = ("the zero point: the mean of (q - z) is mean(q) - z, so averaging the codes"
+                   " directly is already right; add back whatever zero point you removed")
+        hint = hint or hint_for(
+            g64, [(zp_hint, want - z), (zp_hint, want + z)],
+            default="sum the four codes in a wide integer type, then divide by 4 rounding half "
+                    "away from zero; the zero point needs no correction (the mean of q - z is "
+                    "mean(q) - z)")
         bad = (g64 != want).nonzero()[0].tolist()
         raise CheckFailed(
             f"{what}: {int((g64 != want).sum())} of {want.numel()} code(s) differ; at "

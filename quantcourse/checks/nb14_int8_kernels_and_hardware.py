@@ -8,22 +8,8 @@ from fractions import Fraction
 
 import torch
 
-from ._core import CheckFailed, call, checker, passed
-
-# Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm,
-# energy per operation in picojoules (estimates from the paper, not measurements).
-HOROWITZ_PJ = {
-    "int8_add": 0.03,
-    "int32_add": 0.1,
-    "int8_mult": 0.2,
-    "int32_mult": 3.1,
-    "fp16_add": 0.4,
-    "fp16_mult": 1.1,
-    "fp32_add": 0.9,
-    "fp32_mult": 3.7,
-    "sram_read_32bit_8kb": 5.0,
-    "dram_read_32bit": 640.0,
-}
+from ..hardware import ENERGY_PJ
+from ._core import CheckFailed, call, checker, hint_for, passed
 
 
 def _number(value, what: str, *, integer: bool = False):
@@ -63,7 +49,7 @@ _ACC_CASES = [
 ]
 
 
-_ACC_MISTAKES = [
+_ACC_MISTAKES = [  # (hint, the mistaken formula)
     ("you left out the sign bit: a signed n-bit integer holds at most 2^(n-1) - 1, so "
      "n = bit_length(largest sum) + 1",
      lambda k, bx, bw: (k * 2 ** (bx + bw - 2)).bit_length()),
@@ -83,11 +69,10 @@ _ACC_MISTAKES = [
 
 def _acc_hint(answers: list[int]) -> str:
     """Name the mistake whose formula reproduces every answer (the whole pattern, not one case)."""
-    for hint, formula in _ACC_MISTAKES:
-        if all(a == formula(*case) for a, case in zip(answers, _ACC_CASES, strict=True)):
-            return hint
-    return ("the largest sum is k * 2^(bits_x-1) * 2^(bits_w-1) (all products of the two most "
-            "negative codes); n = its bit length + 1 for the sign")
+    mistakes = [(hint, [formula(*case) for case in _ACC_CASES]) for hint, formula in _ACC_MISTAKES]
+    return hint_for(answers, mistakes,
+                    default="the largest sum is k * 2^(bits_x-1) * 2^(bits_w-1) (all products "
+                            "of the two most negative codes); n = its bit length + 1 for the sign")
 
 
 @checker
@@ -110,18 +95,10 @@ def check_int8_accumulator_bits(answer) -> None:
 # ---------------------------------------------------------------- compute-bound batch
 
 
-def arithmetic_intensity_reference(batch: int, in_features: int, out_features: int,
-                                   weight_bits: int, act_bytes: float) -> float:
-    """FLOPs per byte of a linear layer: weights read once, inputs read, outputs written."""
-    flops = 2 * batch * in_features * out_features
-    nbytes = (in_features * out_features * weight_bits / 8
-              + batch * (in_features + out_features) * act_bytes)
-    return flops / nbytes
-
-
 def compute_bound_batch_reference(in_features: int, out_features: int, weight_bits: int,
                                   act_bytes: float, ridge: float) -> int | None:
-    """Smallest batch whose arithmetic intensity reaches ``ridge``, or None if none does."""
+    """Smallest batch whose arithmetic intensity (``qc.arithmetic_intensity``) reaches
+    ``ridge``, or None if none does."""
     # 2BKN / (KN w + B (K + N) a) >= r  <=>  B (2KN - r (K + N) a) >= r KN w, in exact
     # fractions so that no float rounding moves the boundary.
     k, n = in_features, out_features
@@ -162,11 +139,9 @@ def _ridge_hint(got, case: tuple) -> str:
             max(1, math.ceil(r * k * n * wb / 8 / (2 * k * n))),
         "return the first batch AT or above the ridge, not the last one below it": want - 1,
     }
-    for hint, value in cands.items():
-        if value is not None and got == value:
-            return hint
-    return ("intensity(B) = 2BKN / (KN weight_bits/8 + B (K+N) act_bytes); return the smallest "
-            "B >= 1 with intensity(B) >= ridge")
+    return hint_for(got, cands,
+                    default="intensity(B) = 2BKN / (KN weight_bits/8 + B (K+N) act_bytes); "
+                            "return the smallest B >= 1 with intensity(B) >= ridge")
 
 
 @checker
@@ -194,7 +169,7 @@ def check_compute_bound_batch(answer) -> None:
 
 def energy_reference(macs: int, weight_bytes: int, fmt: str) -> float:
     """Estimated microjoules for ``macs`` multiply-accumulates plus weights read from DRAM."""
-    h = HOROWITZ_PJ
+    h = ENERGY_PJ
     mac = (h["fp32_mult"] + h["fp32_add"]) if fmt == "fp32" else (h["int8_mult"]
                                                                    + h["int32_add"])
     dram_per_byte = h["dram_read_32bit"] / 4
@@ -213,7 +188,7 @@ _ENERGY_CASES = [
 
 def _energy_hint(got: float, case: tuple) -> str:
     macs, nbytes, fmt = case
-    h = HOROWITZ_PJ
+    h = ENERGY_PJ
     want = energy_reference(*case)
     dram = h["dram_read_32bit"] / 4
     mac = (h["fp32_mult"] + h["fp32_add"]) if fmt == "fp32" else (h["int8_mult"]
@@ -236,11 +211,10 @@ def _energy_hint(got: float, case: tuple) -> str:
         "weights come from DRAM here (640 pJ per 32 bits), not from the 8 KB SRAM (5 pJ)":
             (macs * mac + nbytes * h["sram_read_32bit_8kb"] / 4) * 1e-6,
     }
-    for hint, value in cands.items():
-        if math.isclose(got, value, rel_tol=1e-6, abs_tol=1e-15):
-            return hint
-    return ("energy = macs * (mult + add) + weight_bytes * 640 / 4, in pJ, times 1e-6 for uJ; "
-            "fp32: 3.7 + 0.9 pJ per MAC, int8: 0.2 + 0.1 pJ (32-bit accumulation)")
+    return hint_for(got, cands, rtol=1e-6, atol=1e-15,
+                    default="energy = macs * (mult + add) + weight_bytes * 640 / 4, in pJ, "
+                            "times 1e-6 for uJ; fp32: 3.7 + 0.9 pJ per MAC, int8: 0.2 + 0.1 pJ "
+                            "(32-bit accumulation)")
 
 
 @checker

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
-import quantcourse as qc
-
+from ..affine import fake_quantize, symmetric_qparams
+from ..data import digits_data
+from ..hessian import gptq, gptq_hessian
+from ..models import digits_cnn
 from ._core import CheckFailed, as_tensor, call, checker, fmt, one_number, passed
 
 # --------------------------------------------------------------------------- Hutchinson variance
@@ -41,7 +43,7 @@ def check_hutchinson_variance(answer) -> None:
 
 
 def _obs_reference(w: torch.Tensor, hinv: torch.Tensor, j: int, bits: int) -> torch.Tensor:
-    qp = qc.symmetric_qparams(w, bits, axis=0)
+    qp = symmetric_qparams(w, bits, axis=0)
     s = qp.scale
     q = torch.clamp(torch.round(w[:, j] * torch.reciprocal(s)), qp.qmin, qp.qmax) * s
     err = (w[:, j] - q) / hinv[j, j]
@@ -65,7 +67,7 @@ def check_obs_update(answer) -> None:
         if got.shape != want.shape:
             raise CheckFailed(f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
         got = got.double()
-        rtn = qc.fake_quantize(w, qc.symmetric_qparams(w, bits, axis=0))
+        rtn = fake_quantize(w, symmetric_qparams(w, bits, axis=0))
         if not torch.allclose(got[:, j], want[:, j], atol=1e-6):
             raise CheckFailed(f"{what}: column {j} must hold its round-to-nearest value on the "
                               "per-channel symmetric grid of the original weight")
@@ -94,18 +96,18 @@ def _fc1_reference(cnn, images, bits):
             cnn(images)
     finally:
         hook.remove()
-    return qc.gptq(cnn.fc1.weight.detach(), qc.gptq_hessian(box["x"]), bits)[0], box["x"]
+    return gptq(cnn.fc1.weight.detach(), gptq_hessian(box["x"]), bits)[0], box["x"]
 
 
 @checker
 def check_fc1_gptq(answer) -> None:
     """``answer(cnn, images, bits)`` -> fc1's weight quantized by GPTQ on its own inputs."""
-    images = qc.digits_data().x_train[:300]
+    images = digits_data().x_train[:300]
     for bits in (3, 4):
         what = f"GPTQ on the digits CNN's fc1 at {bits} bits"
-        cnn = qc.digits_cnn()
+        cnn = digits_cnn()
         got = as_tensor(call(answer, cnn, images.clone(), bits, what=what), what)
-        fresh = qc.digits_cnn()
+        fresh = digits_cnn()
         want, x = _fc1_reference(fresh, images, bits)
         if got.shape != want.shape:
             raise CheckFailed(f"{what}: expected fc1's weight shape {tuple(want.shape)}, got "
@@ -114,7 +116,7 @@ def check_fc1_gptq(answer) -> None:
         if torch.allclose(got, want, atol=1e-5):
             continue
         w = fresh.fc1.weight.detach()
-        if torch.equal(got, qc.fake_quantize(w, qc.symmetric_qparams(w, bits, axis=0))):
+        if torch.equal(got, fake_quantize(w, symmetric_qparams(w, bits, axis=0))):
             raise CheckFailed(f"{what}: this is round-to-nearest; run qc.gptq with the Hessian "
                               "of fc1's calibration inputs")
         err_got = float(((got - w) @ x.T).pow(2).sum())

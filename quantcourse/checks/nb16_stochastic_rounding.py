@@ -7,8 +7,7 @@ import numbers
 
 import torch
 
-import quantcourse as qc
-
+from ..stochastic import stochastic_round
 from ._core import CheckFailed, as_tensor, call, checker, fmt, one_number, passed
 
 # --------------------------------------------------------------------------- fp16 stall point
@@ -123,7 +122,7 @@ def check_sr_sum_spread(answer) -> None:
     gen = torch.Generator().manual_seed(0)
     sims = torch.zeros(4000, dtype=torch.float64)
     for _ in range(200):
-        sims = qc.stochastic_round(sims + 0.3, generator=gen)
+        sims = stochastic_round(sims + 0.3, generator=gen)
     sd = float(sims.std())
     assert abs(sd - _spread_reference(0.3, 1.0, 200)) < 0.1 * sd, "checker reference is off"
     for u, step, n in _SPREAD_CASES:

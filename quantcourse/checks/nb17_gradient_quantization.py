@@ -6,9 +6,8 @@ import math
 
 import torch
 
-import quantcourse as qc
-
-from ._core import CheckFailed, as_tensor, call, checker, expect_close, one_number, passed
+from ..gradients import qsgd_encode, sign_encode
+from ._core import CheckFailed, as_tensor, call, checker, expect_close, hint_for, one_number, passed
 
 # --------------------------------------------------------------------------- bytes on the wire
 
@@ -26,8 +25,8 @@ def check_wire_bytes(answer) -> None:
         what = f"bytes for {numel} elements, {kind}, levels={levels}, chunk={chunk}"
         got = one_number(call(answer, numel, kind, levels, chunk, what=what), what)
         g = torch.randn(numel, generator=torch.Generator().manual_seed(numel))
-        c = (qc.qsgd_encode(g, levels, chunk=chunk) if kind == "qsgd"
-             else qc.sign_encode(g, chunk=chunk))
+        c = (qsgd_encode(g, levels, chunk=chunk) if kind == "qsgd"
+             else sign_encode(g, chunk=chunk))
         want = c.nbytes
         if float(got) != want:
             n_chunks = -(-numel // chunk)
@@ -77,15 +76,13 @@ def check_qsgd_variance(answer) -> None:
         if not math.isclose(float(got), want, rel_tol=1e-4, abs_tol=1e-9):
             bound = sum(min(chunk / s**2, math.sqrt(chunk) / s) * float(b.double().norm() ** 2)
                         for b in g.split(chunk))
-            if math.isclose(float(got), bound, rel_tol=1e-4):
-                hint = ("that is the worst-case bound; the exact variance sums, per element, "
-                        "(norm/s)^2 p (1 - p) with p the fractional part of s|g_i|/norm")
-            elif want > 0 and math.isclose(float(got) * g.numel(), want, rel_tol=1e-4):
-                hint = "sum over the elements, do not average"
-            else:
-                hint = ("each element is one of two neighbouring levels (norm/s) * l and "
-                        "(norm/s) * (l + 1), the upper one with probability p: its variance is "
-                        "(norm/s)^2 p (1 - p); every chunk has its own norm")
+            hint = hint_for(float(got), {
+                "that is the worst-case bound; the exact variance sums, per element, "
+                "(norm/s)^2 p (1 - p) with p the fractional part of s|g_i|/norm": bound,
+                "sum over the elements, do not average": want / g.numel() if want > 0 else None,
+            }, rtol=1e-4, default="each element is one of two neighbouring levels (norm/s) * l "
+                                  "and (norm/s) * (l + 1), the upper one with probability p: its "
+                                  "variance is (norm/s)^2 p (1 - p); every chunk has its own norm")
             raise CheckFailed(f"{what}: expected {want:.6g}, got {float(got):.6g}. Hint: {hint}")
     passed("your exact variance matches QSGD's definition on every case")
 

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-import quantcourse as qc
-
+from ..models import digits_cnn
+from ..sparsity import distillation_loss, prune_masks
 from ._core import CheckFailed, call, checker, fmt, one_number, passed
 
 # --------------------------------------------------------------------------- relative index width
@@ -34,8 +34,8 @@ def _mask_cases() -> list[tuple[str, torch.Tensor, int]]:
     def random_mask(numel: int, density: float) -> torch.Tensor:
         return torch.rand(numel, generator=gen) < density
 
-    cnn = qc.digits_cnn()
-    fc1 = qc.prune_masks(cnn, 0.9, layers=("conv2", "fc1", "fc2"))["fc1.weight"]
+    cnn = digits_cnn()
+    fc1 = prune_masks(cnn, 0.9, layers=("conv2", "fc1", "fc2"))["fc1.weight"]
     clustered = torch.zeros(4000, dtype=torch.bool)
     clustered[:200] = True  # every kept weight at the front, then one long run of zeros
     clustered[3999] = True
@@ -135,7 +135,7 @@ def check_soft_grad(answer) -> None:
             raise CheckFailed(f"{what}: expected shape {tuple(s.shape)}, got {tuple(got.shape)}")
         leaf = s.clone().requires_grad_(True)
         targets = torch.zeros(s.shape[0], dtype=torch.long)
-        qc.distillation_loss(leaf, t, targets, temperature=temp, alpha=1.0).backward()
+        distillation_loss(leaf, t, targets, temperature=temp, alpha=1.0).backward()
         want = leaf.grad
         g = got.detach().double()
         if torch.allclose(g, want, rtol=1e-6, atol=1e-9):

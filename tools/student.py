@@ -1,6 +1,6 @@
 """Write the student copy of the course: solutions replaced by stubs, outputs cleared.
 
-``python -m quantcourse.checks.student notebooks build/student`` (``make student``).
+``python -m tools.student notebooks build/student`` (``make student``).
 Solutions sit between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` lines; each block becomes
 ``raise NotImplementedError(...)`` at the marker's indentation.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+
+import nbformat
 
 BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
@@ -46,8 +48,6 @@ def has_solution(source: str) -> bool:
 
 def make_student(src: Path, dst: Path) -> list[Path]:
     """Write a student copy of every notebook in ``src`` into ``dst``; returns the paths."""
-    import nbformat
-
     dst.mkdir(parents=True, exist_ok=True)
     written = []
     for path in sorted(src.glob("[0-9][0-9]_*.ipynb")):

@@ -1,0 +1,142 @@
+"""Quantized linear kernels, functional (tensor in, tensor out): W8A8 and weight-only.
+
+Introduced in ``14_int8_kernels_and_hardware.ipynb``; the layers that wrap them
+(``W8A8Linear``, ``W8A16Linear``, ``W4A16Linear``) are in ``qlinear``.
+
+* ``quantize_per_token(x)``: symmetric int8 codes with one scale per row of ``x`` flattened
+  to ``(-1, features)``.
+* ``w8a8_linear(x, w_q, w_scale, bias)``: per-token int8 activations times per-output-channel
+  int8 weights, int32 accumulation (``kernels.int8_matmul``), then the fused rescale
+  ``out = acc * (s_x[:, None] * s_w[None, :]) + bias``.
+* ``weight_only_linear(x, w_q, qp, bias)``: dequantize the weights, then a float matmul.
+
+Both call ``affine``'s unchecked cores after checking their own inputs, so no step checks
+the same data twice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_float_tensor
+from .affine import QParams, _check_qparams, _dequantize, _quantize, dequantize, symmetric_qparams
+from .kernels import int8_matmul
+
+__all__ = ["quantize_per_token", "w8a8_linear", "weight_only_linear"]
+
+
+def _check_weight(w_q: object, fn: str, *, dtype: torch.dtype = torch.int8) -> None:
+    if not isinstance(w_q, torch.Tensor):
+        raise TypeError(f"{fn}: weight codes must be a torch.Tensor, got {type(w_q).__name__}")
+    if w_q.dtype != dtype:
+        raise TypeError(f"{fn}: weight codes must be {dtype}, got {w_q.dtype}")
+    if w_q.ndim != 2:
+        raise ValueError(
+            f"{fn}: weight codes must be 2-D (out_features, in_features), got {tuple(w_q.shape)}"
+        )
+
+
+def _check_input(x: object, in_features: int, device: torch.device, fn: str) -> None:
+    check_float_tensor(x, fn)
+    if x.ndim == 0 or x.shape[-1] != in_features:
+        raise ValueError(
+            f"{fn}: the input's last dimension must be in_features = {in_features}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.device != device:
+        raise ValueError(f"{fn}: the input is on {x.device} but the layer is on {device}")
+
+
+def _check_bias(bias: object, out_features: int, device: torch.device, fn: str) -> None:
+    if bias is None:
+        return
+    check_float_tensor(bias, fn)
+    if tuple(bias.shape) != (out_features,):
+        raise ValueError(
+            f"{fn}: bias must have shape ({out_features},), got {tuple(bias.shape)}"
+        )
+    if bias.device != device:
+        raise ValueError(f"{fn}: bias is on {bias.device} but the weights are on {device}")
+
+
+# ---------------------------------------------------------------- functional linear kernels
+
+
+def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, QParams]:
+    """Symmetric codes with one scale per row of ``x`` flattened to ``(-1, x.shape[-1])``.
+
+    Returns ``(q, qp)``: ``q`` is 2-D ``(tokens, features)``, ``qp`` per channel along axis 0.
+    """
+    fn = "quantize_per_token"
+    check_float_tensor(x, fn)
+    if x.ndim == 0:
+        raise ValueError(f"{fn}: need at least one dimension (the features), got a scalar")
+    x2 = x.reshape(-1, x.shape[-1])
+    # symmetric_qparams checks the data: a NaN or Inf anywhere shows up in a row's min/max,
+    # so quantize's own finiteness pass (the costliest step on an activation quantized at
+    # every call) is skipped by calling its core.
+    qp = symmetric_qparams(x2, bits, axis=0)
+    return _quantize(x2, qp, zero_point=False), qp
+
+
+def w8a8_linear(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    method: str = "auto",
+) -> torch.Tensor:
+    """``x @ W.T + bias`` with int8 per-token activations and int8 per-channel weights.
+
+    ``w_q`` is int8 ``(out, in)``, ``w_scale`` float ``(out,)``. The int32 accumulator is
+    rescaled in one step: ``acc * (s_x[:, None] * s_w[None, :]) + bias``. Returns ``x``'s
+    dtype, shape ``(*x.shape[:-1], out)``.
+    """
+    fn = "w8a8_linear"
+    _check_weight(w_q, fn)
+    out_f, in_f = w_q.shape
+    _check_input(x, in_f, w_q.device, fn)
+    check_float_tensor(w_scale, fn)
+    if tuple(w_scale.shape) != (out_f,):
+        raise ValueError(
+            f"{fn}: w_scale must hold one scale per output channel, shape ({out_f},), "
+            f"got {tuple(w_scale.shape)}"
+        )
+    _check_bias(bias, out_f, w_q.device, fn)
+    x_q, qp_x = quantize_per_token(x, 8)
+    acc = int8_matmul(x_q, w_q.t(), method=method)
+    scale = qp_x.scale[:, None] * w_scale.float()[None, :]
+    out = acc.to(torch.float32).mul_(scale)
+    if bias is not None:
+        out.add_(bias.float())
+    return out.reshape(*x.shape[:-1], out_f).to(x.dtype)
+
+
+def weight_only_linear(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    qp: QParams,
+    bias: torch.Tensor | None = None,
+    *,
+    check_codes: bool = True,
+) -> torch.Tensor:
+    """``x @ dequantize(w_q, qp).T + bias``: weight-only quantization, float activations.
+
+    ``check_codes=False`` skips the check that every code lies in ``[qmin, qmax]`` (a pass
+    over the weight) for callers that checked the codes once, as the layers do.
+    """
+    fn = "weight_only_linear"
+    if not isinstance(w_q, torch.Tensor) or w_q.is_floating_point() or w_q.ndim != 2:
+        raise TypeError(f"{fn}: w_q must be a 2-D integer tensor of weight codes")
+    _check_qparams(qp, None, fn)
+    _check_input(x, w_q.shape[1], w_q.device, fn)
+    _check_bias(bias, w_q.shape[0], w_q.device, fn)
+    if check_codes:
+        w_hat = dequantize(w_q, qp)
+    else:
+        _check_qparams(qp, w_q, fn)                  # device and shapes: the scales only
+        # Zero-point-free weights (every layer here) skip the subtraction pass.
+        w_hat = _dequantize(w_q, qp, zero_point=bool(qp.zero_point.any()))
+    return F.linear(x, w_hat.to(x.dtype), None if bias is None else bias.to(x.dtype))
