@@ -30,16 +30,7 @@ from .binary import (
 from .claims import claim
 from .data import corpus, digits_data
 from .ddp_train import run_torchrun
-from .deploy import (
-    QDQDigitsCNN,
-    export_digits_onnx,
-    onnx_accuracy,
-    onnx_op_counts,
-    onnx_predict,
-    onnx_quant_params,
-    onnx_session,
-    simulate_qdq,
-)
+from .deploy import QDQDigitsCNN, export_digits_onnx, simulate_qdq
 from .engines import fbgemm_available
 from .env import environment_report
 from .fixedpoint import (
@@ -147,6 +138,13 @@ from .observers import (
     Observer,
     PercentileObserver,
     qparams_from_range,
+)
+from .onnxrt import (
+    onnx_accuracy,
+    onnx_op_counts,
+    onnx_predict,
+    onnx_quant_params,
+    onnx_session,
 )
 from .packing import pack_bits, packed_nbytes, unpack_bits
 from .plotting import plot_error_vs_bits, plot_quant_grid

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import quantcourse as qc
-from quantcourse import deploy
+from quantcourse import deploy, onnxrt
 
 onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install quantcourse[deploy])")
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install "
@@ -57,13 +57,13 @@ def test_both_graphs_pass_the_checker_and_are_the_only_files_written(files):
 
 
 def test_fp32_graph_is_float_only(files):
-    ops = deploy.onnx_op_counts(files["fp32"])
+    ops = onnxrt.onnx_op_counts(files["fp32"])
     assert ops == {"Conv": 2, "Flatten": 1, "Gemm": 2, "MaxPool": 1, "Relu": 3}
 
 
 def test_qdq_graph_holds_our_scales_and_zero_points_exactly(files, model, data):
     sim = deploy.simulate_qdq(model, data.x_train)
-    ops = deploy.onnx_op_counts(files["qdq"])
+    ops = onnxrt.onnx_op_counts(files["qdq"])
     assert ops["QuantizeLinear"] == 5 and ops["DequantizeLinear"] == 5 + 2 * len(LAYERS)
     proto, inits = _inits(files["qdq"])
     for k in LAYERS:
@@ -89,7 +89,7 @@ def test_qdq_graph_holds_our_scales_and_zero_points_exactly(files, model, data):
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:
             assert [(a.name, a.i) for a in node.attribute] == [("axis", 0)]
     # ... and onnx_quant_params reads the same numbers back as QParams.
-    back = deploy.onnx_quant_params(files["qdq"])
+    back = onnxrt.onnx_quant_params(files["qdq"])
     assert len(back) == 3 * len(LAYERS)
     for k in LAYERS:
         assert torch.equal(back[f"{k}.weight"].scale, sim.weight_qparams[k].scale)
@@ -111,13 +111,13 @@ def test_bias_codes_are_on_the_accumulator_grid(files, model, data):
 
 
 def test_ort_fp32_equals_torch(files, model, data):
-    session = deploy.onnx_session(files["fp32"])
-    logits = deploy.onnx_predict(session, data.x_test)
+    session = onnxrt.onnx_session(files["fp32"])
+    logits = onnxrt.onnx_predict(session, data.x_test)
     with torch.no_grad():
         ref = model(data.x_test)
     assert torch.equal(logits.argmax(1), ref.argmax(1))
     assert float((logits - ref).abs().max()) < 1e-4
-    acc = deploy.onnx_accuracy(session, data.x_test, data.y_test)
+    acc = onnxrt.onnx_accuracy(session, data.x_test, data.y_test)
     assert acc == pytest.approx(qc.evaluate_digits(model), abs=1e-12)
 
 
@@ -132,25 +132,25 @@ def test_ort_qdq_matches_the_fake_quant_simulation(files, model, data, tmp_path)
     print(f"this machine: {'VNNI (exact u8s8 sums)' if vnni else 'no VNNI (int16 pair sums)'}")
     sim = deploy.simulate_qdq(model, data.x_train)
     optimized = tmp_path / "optimized.onnx"
-    session = deploy.onnx_session(files["qdq"], optimized_model_path=optimized,
+    session = onnxrt.onnx_session(files["qdq"], optimized_model_path=optimized,
                                   x64_quant_precision=True)
-    logits = deploy.onnx_predict(session, data.x_test)
+    logits = onnxrt.onnx_predict(session, data.x_test)
     with torch.no_grad():
         ref = sim(data.x_test)
     agree = float((logits.argmax(1) == ref.argmax(1)).double().mean())
     assert agree >= 0.99, agree
-    acc_ort = deploy.onnx_accuracy(session, data.x_test, data.y_test)
+    acc_ort = onnxrt.onnx_accuracy(session, data.x_test, data.y_test)
     acc_sim = qc.evaluate_digits(sim)
     assert abs(acc_ort - acc_sim) <= 0.005, (acc_ort, acc_sim)
     assert acc_ort >= qc.evaluate_digits(model) - 0.02
     # ONNX Runtime ran the QDQ groups as integer kernels, not float ops between Q/DQ pairs,
     # and with the option no int8 weight is left for a u8s8 kernel: all became uint8.
-    ops = deploy.onnx_op_counts(optimized)
+    ops = onnxrt.onnx_op_counts(optimized)
     assert ops.get("QLinearConv", 0) == 2 and "Conv" not in ops, ops
     kinds = {t.data_type for t in onnx.load(optimized).graph.initializer}
     assert onnx.TensorProto.INT8 not in kinds and onnx.TensorProto.UINT8 in kinds, kinds
     # Without the option, the default kernels follow the model that applies here.
-    default = deploy.onnx_predict(deploy.onnx_session(files["qdq"]), data.x_test)
+    default = onnxrt.onnx_predict(onnxrt.onnx_session(files["qdq"]), data.x_test)
     predicted = deploy.simulate_qdq(model, data.x_train, u8s8_saturation=not vnni)
     with torch.no_grad():
         pred = predicted(data.x_test)
@@ -188,12 +188,12 @@ def test_other_schemes_match_their_simulation(model, data, tmp_path, bits, activ
     assert codes.dtype == np.int8 and codes.min() >= -qmax and codes.max() <= qmax
     zp_dtype = np.uint8 if activations == "uint8" else np.int8
     assert inits["conv2.input_zero_point"].dtype == zp_dtype
-    session = deploy.onnx_session(path, threads=1)
-    logits = deploy.onnx_predict(session, data.x_test)
+    session = onnxrt.onnx_session(path, threads=1)
+    logits = onnxrt.onnx_predict(session, data.x_test)
     with torch.no_grad():
         ref = sim(data.x_test)
     assert float((logits.argmax(1) == ref.argmax(1)).double().mean()) >= 0.99
-    acc_ort = deploy.onnx_accuracy(session, data.x_test, data.y_test)
+    acc_ort = onnxrt.onnx_accuracy(session, data.x_test, data.y_test)
     assert abs(acc_ort - qc.evaluate_digits(sim)) <= 0.005
 
 
@@ -212,8 +212,8 @@ def test_simulation_uses_fake_quantize_on_the_weights(model, data):
 
 
 def test_empty_batch_gives_empty_logits(files):
-    session = deploy.onnx_session(files["fp32"])
-    assert tuple(deploy.onnx_predict(session, torch.zeros(0, 1, 8, 8)).shape) == (0, 10)
+    session = onnxrt.onnx_session(files["fp32"])
+    assert tuple(onnxrt.onnx_predict(session, torch.zeros(0, 1, 8, 8)).shape) == (0, 10)
 
 
 def test_bad_inputs(files, model, data, tmp_path):
@@ -247,28 +247,28 @@ def test_bad_inputs(files, model, data, tmp_path):
         deploy.simulate_qdq(model, 3.0)
     assert not list(tmp_path.iterdir()), "a failed export wrote a file"
     with pytest.raises(FileNotFoundError, match="no ONNX file"):
-        deploy.onnx_session(tmp_path / "nothing.onnx")
+        onnxrt.onnx_session(tmp_path / "nothing.onnx")
     with pytest.raises(ValueError, match="threads"):
-        deploy.onnx_session(files["fp32"], threads=0)
+        onnxrt.onnx_session(files["fp32"], threads=0)
     with pytest.raises(TypeError, match="spinning"):
-        deploy.onnx_session(files["fp32"], spinning="no")
+        onnxrt.onnx_session(files["fp32"], spinning="no")
     with pytest.raises(FileNotFoundError, match="optimized_model_path"):
-        deploy.onnx_session(files["fp32"], optimized_model_path=tmp_path / "no" / "o.onnx")
-    session = deploy.onnx_session(files["fp32"])
+        onnxrt.onnx_session(files["fp32"], optimized_model_path=tmp_path / "no" / "o.onnx")
+    session = onnxrt.onnx_session(files["fp32"])
     with pytest.raises(TypeError, match="InferenceSession"):
-        deploy.onnx_predict(model, x)
+        onnxrt.onnx_predict(model, x)
     with pytest.raises(ValueError, match="dimensions"):
-        deploy.onnx_predict(session, torch.rand(3, 64))
+        onnxrt.onnx_predict(session, torch.rand(3, 64))
     with pytest.raises(ValueError, match="NaN or infinite"):
-        deploy.onnx_predict(session, bad)
+        onnxrt.onnx_predict(session, bad)
     with pytest.raises(ValueError, match="one label per image"):
-        deploy.onnx_accuracy(session, x, data.y_train[:5])
+        onnxrt.onnx_accuracy(session, x, data.y_train[:5])
     with pytest.raises(TypeError, match="integer tensor"):
-        deploy.onnx_accuracy(session, x, data.y_train[:20].float())
+        onnxrt.onnx_accuracy(session, x, data.y_train[:20].float())
     with pytest.raises(ValueError, match="undefined"):
-        deploy.onnx_accuracy(session, x[:0], data.y_train[:0])
+        onnxrt.onnx_accuracy(session, x[:0], data.y_train[:0])
     with pytest.raises(FileNotFoundError):
-        deploy.onnx_op_counts(tmp_path / "nothing.onnx")
+        onnxrt.onnx_op_counts(tmp_path / "nothing.onnx")
 
 
 def test_missing_packages_raise_a_clear_import_error(monkeypatch, model, tmp_path):
@@ -278,12 +278,13 @@ def test_missing_packages_raise_a_clear_import_error(monkeypatch, model, tmp_pat
     with pytest.raises(ImportError, match=r"pip install quantcourse\[deploy\]"):
         deploy.export_digits_onnx(model, tmp_path / "a.onnx")
     with pytest.raises(ImportError, match="pip install onnx onnxruntime"):
-        deploy._require_ort()
+        onnxrt._require_ort()
     assert not list(tmp_path.iterdir())
 
 
-def test_module_imports_onnx_lazily():
-    tree = ast.parse(inspect.getsource(deploy))
+@pytest.mark.parametrize("module", [deploy, onnxrt])
+def test_module_imports_onnx_lazily(module):
+    tree = ast.parse(inspect.getsource(module))
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
