@@ -35,6 +35,7 @@ __all__ = [
     "fake_quantize_dynamic",
     "input_hooks",
     "capture_inputs",
+    "capture_call",
     "calibrate",
     "observe_inputs",
     "quantized_inputs",
@@ -384,6 +385,40 @@ def capture_inputs(
     with input_hooks(model, record, layers, types=types), torch.no_grad():
         run()
     return {k: v[-1] for k, v in seen.items()} if keep == "last" else seen
+
+
+class _Stop(Exception):
+    """Raised by ``capture_call``'s hook to end the run once the call is seen."""
+
+
+def capture_call(
+    module: nn.Module, run: Callable[[], object], *, stop: bool = True
+) -> tuple[tuple, dict]:
+    """Call ``run()`` (no gradients) and return the positional and keyword arguments of the
+    first call to ``module``. With ``stop=True`` the run ends right there, so nothing after
+    ``module`` is computed (how sequential methods such as GPTQ feed one block at a time)."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"capture_call: expected an nn.Module, got {type(module).__name__}")
+    check_bool(stop, "stop", "capture_call")
+    box: dict = {}
+
+    def grab(_module, args, kwargs):
+        if "args" not in box:
+            box.update(args=args, kwargs=dict(kwargs))
+            if stop:
+                raise _Stop
+
+    handle = module.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            run()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "args" not in box:
+        raise RuntimeError("capture_call: run() never called the module")
+    return box["args"], box["kwargs"]
 
 
 def observe_inputs(

@@ -673,3 +673,21 @@ def test_observe_inputs_feeds_each_layer_its_own_observer_and_counts_batches():
     assert not model[0]._forward_pre_hooks and not model[2]._forward_pre_hooks
     with pytest.raises(ValueError, match="no calibration batches"):
         qc.observe_inputs(model, observers, [])
+
+
+def test_capture_call_returns_the_first_call_and_stops_the_run():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    after = []
+    model[2].register_forward_hook(lambda *a: after.append(1))
+    args, kwargs = qc.capture_call(model[2], lambda: model(x))
+    assert kwargs == {} and len(args) == 1
+    assert torch.equal(args[0], torch.relu(model[0](x)).detach())
+    assert after == []                                   # stopped before the layer ran
+    assert not model[2]._forward_pre_hooks
+    args2, _ = qc.capture_call(model[0], lambda: (model(x), model(2 * x)), stop=False)
+    assert torch.equal(args2[0], x) and after == [1, 1]  # first call kept; the run completed
+    with pytest.raises(RuntimeError, match="never called"):
+        qc.capture_call(torch.nn.Linear(2, 2), lambda: model(x))
+    with pytest.raises(TypeError):
+        qc.capture_call(lambda: None, lambda: model(x))
