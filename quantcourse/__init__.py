@@ -103,9 +103,6 @@ from .naive import naive_asymmetric_quantize, naive_dequantize, naive_symmetric_
 from .nn import (
     FLOAT_FORMATS,
     QUANTIZABLE_TYPES,
-    LayerConfig,
-    QuantConfig,
-    QuantSpec,
     calibrate,
     capture_call,
     capture_inputs,
@@ -171,6 +168,7 @@ from .qat import (
     lsq_grad_factor,
     prepare_qat,
 )
+from .qconfig import LayerConfig, QuantConfig, QuantSpec
 from .qlinear import (
     FbgemmDynamicLinear,
     W4A16Linear,

@@ -31,7 +31,7 @@ from torch import nn
 from ._validate import check_bool, check_choice, check_int
 from .affine import asymmetric_qparams, symmetric_qparams
 from .metrics import quantized_nbytes, tensor_nbytes
-from .nn import FLOAT_FORMATS, _check_bits_or_format, quantizable_layers, quantize_weight
+from .nn import FLOAT_FORMATS, check_bits_or_format, quantizable_layers, quantize_weight
 
 __all__ = [
     "Allocation",
@@ -53,7 +53,7 @@ def _check_candidates(candidates: Iterable[Format], fn: str) -> tuple[Format, ..
         raise ValueError(f"{fn}: candidates is empty; give at least one bit width or float "
                          f"format (e.g. (8, 4, 'fp16'))")
     for c in cands:
-        _check_bits_or_format(c, fn)
+        check_bits_or_format(c, fn)
     if len(set(cands)) != len(cands):
         raise ValueError(f"{fn}: candidates has repeats: {cands}")
     return cands
@@ -180,7 +180,7 @@ def allocation_nbytes(
                         f"got {type(allocation).__name__}")
     _check_scheme(granularity, group_size, symmetric, fn)
     for fmt in allocation.values():
-        _check_bits_or_format(fmt, fn)
+        check_bits_or_format(fmt, fn)
     chosen = quantizable_layers(model, names=list(allocation))
     replaced = {id(m.weight): (m.weight, allocation[n]) for n, m in chosen.items()}
     total = 0

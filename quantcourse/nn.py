@@ -1,6 +1,6 @@
 """Model-level helpers: which layers to quantize, fake-quantized copies of a model's weights,
-forward hooks that capture, observe or fake-quantize layer inputs, layer swaps, and the
-per-layer quantization config that the PTQ, QAT and mixed-precision flows read.
+forward hooks that capture, observe or fake-quantize layer inputs, layer swaps, MAC counts.
+The per-layer config that the PTQ and QAT flows read is in ``qconfig``.
 
 Introduced in ``05_granularity_and_calibration.ipynb`` (weights per layer, calibration through
 hooks); used by notebooks 06, 09, 10-12 and 14 and by ``deploy``. Everything here works on a copy
@@ -13,7 +13,6 @@ import contextlib
 import copy
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,9 +24,6 @@ from .affine import QParams, asymmetric_qparams, fake_quantize, symmetric_qparam
 __all__ = [
     "QUANTIZABLE_TYPES",
     "FLOAT_FORMATS",
-    "QuantSpec",
-    "LayerConfig",
-    "QuantConfig",
     "seed_everything",
     "quantizable_layers",
     "quantize_weight",
@@ -101,7 +97,8 @@ def _resolve_layers(
 # ---------------------------------------------------------------- one tensor's scheme
 
 
-def _check_bits_or_format(bits: object, fn: str) -> None:
+def check_bits_or_format(bits: object, fn: str) -> None:
+    """Raise unless ``bits`` is an int in [2, 16] or the name of a float format."""
     if isinstance(bits, str):
         check_choice(bits, "bits", tuple(FLOAT_FORMATS), fn)
     else:
@@ -129,7 +126,7 @@ def quantize_weight(
     ``bits`` may name a float format (``"fp16"``, ``"bf16"``): a round trip, ``QParams`` None."""
     fn = "quantize_weight"
     check_float_tensor(w, fn)
-    _check_bits_or_format(bits, fn)
+    check_bits_or_format(bits, fn)
     check_choice(granularity, "granularity", WEIGHT_GRANULARITIES, fn)
     check_bool(symmetric, "symmetric", fn)
     if granularity == "group":
@@ -160,7 +157,7 @@ def fake_quantize_dynamic(
     whole ``"tensor"`` or per ``"token"`` (one scale per row of the last dimension)."""
     fn = "fake_quantize_dynamic"
     check_float_tensor(x, fn)
-    _check_bits_or_format(bits, fn)
+    check_bits_or_format(bits, fn)
     check_choice(granularity, "granularity", ACTIVATION_GRANULARITIES, fn)
     check_bool(symmetric, "symmetric", fn)
     if isinstance(bits, str):
@@ -175,118 +172,6 @@ def fake_quantize_dynamic(
         flat = x.reshape(-1, x.shape[-1])
         return fake_quantize(flat, make(flat, bits, axis=0)).reshape(x.shape)
     return fake_quantize(x, make(x, bits))
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """How one tensor is quantized: ``bits`` (2-16, or ``"fp16"``/``"bf16"``), symmetric or
-    asymmetric, and the granularity (weights: tensor/channel/group; activations: tensor/token).
-    """
-
-    bits: int | str = 8
-    symmetric: bool = True
-    granularity: str = "channel"
-    group_size: int | None = None
-
-    def __post_init__(self) -> None:
-        fn = "QuantSpec"
-        _check_bits_or_format(self.bits, fn)
-        check_bool(self.symmetric, "symmetric", fn)
-        check_choice(self.granularity, "granularity",
-                     WEIGHT_GRANULARITIES + ACTIVATION_GRANULARITIES[1:], fn)
-        if (self.granularity == "group") != (self.group_size is not None):
-            raise ValueError(f"{fn}: give group_size exactly when granularity is 'group'")
-        if self.group_size is not None:
-            check_int(self.group_size, "group_size", fn)
-
-    @property
-    def is_float(self) -> bool:
-        return isinstance(self.bits, str)
-
-    def bits_per_value(self) -> int:
-        """Bits per stored value, without the scales (16 for the float formats)."""
-        return 16 if self.is_float else self.bits
-
-    def weight(self, w: torch.Tensor) -> torch.Tensor:
-        """``w`` fake-quantized by this spec (weights)."""
-        if self.granularity == "token":
-            raise ValueError("QuantSpec: granularity 'token' is for activations, not weights")
-        return quantize_weight(w, self.bits, granularity=self.granularity,
-                               group_size=self.group_size, symmetric=self.symmetric)[0]
-
-    def activation(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` fake-quantized dynamically by this spec (activations)."""
-        if self.granularity not in ACTIVATION_GRANULARITIES:
-            raise ValueError(f"QuantSpec: granularity {self.granularity!r} is for weights; "
-                             "activations use 'tensor' or 'token'")
-        return fake_quantize_dynamic(x, self.bits, symmetric=self.symmetric,
-                                     granularity=self.granularity)
-
-
-@dataclass(frozen=True)
-class LayerConfig:
-    """The schemes of one layer: its weight and its input activation (None keeps float)."""
-
-    weight: QuantSpec | None = QuantSpec()
-    activation: QuantSpec | None = None
-
-    def __post_init__(self) -> None:
-        for part in ("weight", "activation"):
-            v = getattr(self, part)
-            if v is not None and not isinstance(v, QuantSpec):
-                raise TypeError(f"LayerConfig: {part} must be a QuantSpec or None, "
-                                f"got {type(v).__name__}")
-
-
-class QuantConfig:
-    """Which scheme each layer gets: ``by_name`` first, then ``by_type``, then ``default``; a
-    ``None`` entry leaves the layer in float. ``resolve(model)`` checks every name against the
-    model before any work and returns ``{layer name: LayerConfig}``."""
-
-    def __init__(
-        self,
-        default: LayerConfig | None = LayerConfig(),
-        *,
-        by_type: Mapping[type, LayerConfig | None] | None = None,
-        by_name: Mapping[str, LayerConfig | None] | None = None,
-        skip: Iterable[str] = (),
-    ) -> None:
-        self.default = default
-        self.by_type = dict(by_type or {})
-        self.by_name = dict(by_name or {})
-        self.skip = (skip,) if isinstance(skip, str) else tuple(skip)
-        for where, v in ([("default", default)] + [(f"by_type[{k.__name__}]", v)
-                         for k, v in self.by_type.items()]
-                         + [(f"by_name[{k!r}]", v) for k, v in self.by_name.items()]):
-            if v is not None and not isinstance(v, LayerConfig):
-                raise TypeError(f"QuantConfig: {where} must be a LayerConfig or None, "
-                                f"got {type(v).__name__}")
-        for t in self.by_type:
-            if not (isinstance(t, type) and issubclass(t, nn.Module)):
-                raise TypeError(f"QuantConfig: by_type keys must be nn.Module classes, got {t!r}")
-
-    def resolve(self, model: nn.Module) -> dict[str, LayerConfig]:
-        layers = quantizable_layers(model, skip=self.skip)
-        unknown = [n for n in self.by_name if n not in layers]
-        if unknown:
-            raise ValueError(
-                f"QuantConfig: the model has no quantizable layer named "
-                f"{', '.join(map(repr, unknown))}; it has {len(layers)}: "
-                f"{', '.join(list(layers)[:8])}" + (", ..." if len(layers) > 8 else ""))
-        out = {}
-        for name, layer in layers.items():
-            if name in self.by_name:
-                cfg = self.by_name[name]
-            else:
-                cfg = next((c for t, c in self.by_type.items() if isinstance(layer, t)),
-                           self.default)
-            if cfg is not None:
-                out[name] = cfg
-        return out
-
-    def __repr__(self) -> str:
-        return (f"QuantConfig(default={self.default!r}, by_type={len(self.by_type)} entries, "
-                f"by_name={len(self.by_name)} entries)")
 
 
 def quantize_model_weights(
@@ -316,7 +201,7 @@ def quantize_model_weights(
         chosen = _resolve_layers(model, layers, types)
         per_layer = dict.fromkeys(chosen, bits)
     for b in per_layer.values():
-        _check_bits_or_format(b, fn)
+        check_bits_or_format(b, fn)
     target = model if inplace else copy.deepcopy(model)
     mods = dict(target.named_modules())
     with torch.no_grad():

@@ -39,15 +39,9 @@ from torch import nn
 from ._validate import check_bool
 from .affine import QParams, fake_quantize
 from .metrics import quantized_nbytes, tensor_nbytes
-from .nn import (
-    LayerConfig,
-    QuantConfig,
-    QuantSpec,
-    observe_inputs,
-    quantize_weight,
-    swap_layers,
-)
+from .nn import observe_inputs, quantize_weight, swap_layers
 from .observers import MinMaxObserver
+from .qconfig import LayerConfig, QuantConfig, QuantSpec
 
 __all__ = [
     "QuantizedLayer",

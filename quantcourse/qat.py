@@ -35,8 +35,9 @@ from torch import nn
 
 from ._validate import check_bool
 from .affine import QParams, fake_quantize, qrange
-from .nn import LayerConfig, QuantConfig, QuantSpec, swap_layers
+from .nn import swap_layers
 from .observers import MinMaxObserver, MovingAverageMinMaxObserver
+from .qconfig import LayerConfig, QuantConfig, QuantSpec
 
 __all__ = [
     "lsq_grad_factor",

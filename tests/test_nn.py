@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import quantcourse as qc
-from quantcourse import nn as qnn
 
 
 class Tiny(nn.Module):
@@ -314,22 +313,22 @@ def test_quantspec_symmetric_must_be_bool_and_spec_is_frozen():
 
 def test_quantconfig_resolution_order_and_unknown_names():
     m = _tiny()
-    w4 = qnn.LayerConfig(qc.QuantSpec(4))
-    lin = qnn.LayerConfig(qc.QuantSpec(8), qc.QuantSpec(8, symmetric=False, granularity="tensor"))
-    cfg = qnn.QuantConfig(by_type={nn.Linear: lin}, by_name={"head": None, "conv": w4})
+    w4 = qc.LayerConfig(qc.QuantSpec(4))
+    lin = qc.LayerConfig(qc.QuantSpec(8), qc.QuantSpec(8, symmetric=False, granularity="tensor"))
+    cfg = qc.QuantConfig(by_type={nn.Linear: lin}, by_name={"head": None, "conv": w4})
     out = cfg.resolve(m)
     assert out == {"conv": w4, "block.0": lin}  # head left float by name
-    assert qnn.QuantConfig().resolve(m) == dict.fromkeys(["conv", "block.0", "head"],
-                                                          qnn.LayerConfig())
-    assert list(qnn.QuantConfig(skip="block").resolve(m)) == ["conv", "head"]
+    assert qc.QuantConfig().resolve(m) == dict.fromkeys(["conv", "block.0", "head"],
+                                                          qc.LayerConfig())
+    assert list(qc.QuantConfig(skip="block").resolve(m)) == ["conv", "head"]
     with pytest.raises(ValueError, match="'nope'"):
-        qnn.QuantConfig(by_name={"nope": w4}).resolve(m)
+        qc.QuantConfig(by_name={"nope": w4}).resolve(m)
     with pytest.raises(TypeError, match="LayerConfig"):
-        qnn.QuantConfig(by_name={"conv": qc.QuantSpec(4)})
+        qc.QuantConfig(by_name={"conv": qc.QuantSpec(4)})
     with pytest.raises(TypeError, match="nn.Module classes"):
-        qnn.QuantConfig(by_type={int: w4})
+        qc.QuantConfig(by_type={int: w4})
     with pytest.raises(TypeError, match="QuantSpec"):
-        qnn.LayerConfig(weight=4)
+        qc.LayerConfig(weight=4)
 
 
 # ---------------------------------------------------------------- model weights

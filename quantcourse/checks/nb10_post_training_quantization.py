@@ -12,8 +12,9 @@ from ..affine import fake_quantize, symmetric_qparams
 from ..data import digits_data
 from ..hardware import INT16_MAX, INT16_MIN
 from ..models import digits_cnn
-from ..nn import LayerConfig, QuantConfig, QuantSpec, quantizable_layers
+from ..nn import quantizable_layers
 from ..ptq import quantize_static
+from ..qconfig import LayerConfig, QuantConfig, QuantSpec
 from ._core import CheckFailed, call, checker, hint_for, one_number, passed
 
 # --------------------------------------------------------------------------- predicted SQNR
