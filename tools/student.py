@@ -58,6 +58,8 @@ def make_student(src: Path, dst: Path) -> list[Path]:
                     cell.source = strip_solutions(cell.source)
                 cell.outputs = []
                 cell.execution_count = None
+            for key in ("execution", "papermill", "ExecuteTime"):
+                cell.metadata.pop(key, None)
         nb.metadata.pop("papermill", None)
         out = dst / path.name
         nbformat.write(nb, out)

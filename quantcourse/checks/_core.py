@@ -1,11 +1,32 @@
 """Machinery shared by the exercise checkers of every notebook (first used in
-``00_welcome.ipynb``)."""
+``00_welcome.ipynb``).
+
+One policy for every checker (``tests/test_exercises.py`` holds them to it):
+
+- **An open exercise does not stop the notebook.** A stub that still raises
+  ``NotImplementedError`` makes the checker print that the exercise is open and return, so a
+  learner can Run All with exercises left open. A wrong answer raises ``CheckFailed``.
+- **Codes are values, not dtypes.** Integer codes may come in any real dtype as long as every
+  value is a whole number (:func:`as_codes`); a non-integer value is a wrong answer.
+- **The package's arithmetic is the reference.** ``quantize`` multiplies by the reciprocal,
+  ``x * (1 / s)``, and rounds half to even. A checker of a quantizing function includes inputs
+  where ``x / s`` rounds differently (:func:`division_trap`), so that form fails everywhere
+  with the same hint, not only where a checker happened to use a power-of-two scale.
+- **"Without qc" is enforced.** A task that asks for a computation without the package runs
+  the learner's function under :func:`without_package`, where every public ``qc`` function
+  fails the check.
+- **A message shows what differs.** Numbers in "expected ..., got ..." are printed with enough
+  digits to tell them apart (:func:`fmt_pair`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -17,16 +38,42 @@ class CheckFailed(AssertionError):
     """An exercise answer is not right yet; the message says what differs."""
 
 
+class ExerciseOpen(CheckFailed):
+    """The learner's function is still the stub: reported, not raised, by every checker."""
+
+
+OPEN_NOTICE = "Exercise open: {what}. Replace the `raise NotImplementedError` stub with " \
+              "your solution and run this cell again."
+
+
 def checker(fn: Callable) -> Callable:
-    """Register ``fn`` as an exercise checker (``qc.checks.<name>``); a name is taken once."""
+    """Register ``fn`` as an exercise checker (``qc.checks.<name>``); a name is taken once.
+
+    The registered checker prints a notice instead of raising when the answer is still the
+    stub (:class:`ExerciseOpen`), so Run All goes on past open exercises.
+    """
     old = CHECKERS.get(fn.__name__)
     if old is not None:
         raise ValueError(
             f"checker {fn.__name__!r} is registered twice: in {old.__module__} and in "
             f"{fn.__module__}; give one of them another name"
         )
-    CHECKERS[fn.__name__] = fn
-    return fn
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ExerciseOpen as exc:
+            print(str(exc))
+            return None
+
+    CHECKERS[fn.__name__] = run
+    return run
+
+
+def exercise_open(what: str) -> ExerciseOpen:
+    """The exception a checker raises when the learner's function is still the stub."""
+    return ExerciseOpen(OPEN_NOTICE.format(what=what))
 
 
 def call(answer: Callable, *args, what: str, **kwargs):
@@ -36,10 +83,7 @@ def call(answer: Callable, *args, what: str, **kwargs):
     try:
         return answer(*args, **kwargs)
     except NotImplementedError:
-        raise CheckFailed(
-            f"{what}: not implemented yet: replace the `raise NotImplementedError` stub "
-            "with your solution"
-        ) from None
+        raise exercise_open(what) from None
     except CheckFailed:
         raise
     except Exception as exc:  # the learner's code crashed: report it as a failed check
@@ -85,6 +129,72 @@ def expect_close(got, want: torch.Tensor, what: str, *, rtol=1e-5, atol=1e-7, hi
 def expect_equal(got, want: torch.Tensor, what: str, *, hint: str = "") -> None:
     """Fail unless ``got`` equals ``want`` exactly (integers)."""
     expect_close(got, want, what, rtol=0.0, atol=0.0, hint=hint)
+
+
+def fmt_pair(got: float, want: float, *, digits: int = 4) -> tuple[str, str]:
+    """``got`` and ``want`` as text with the fewest significant digits (at least ``digits``,
+    at most 17) that tell them apart, so a message never reads "expected 0.1712, got 0.1712"."""
+    got, want = float(got), float(want)
+    for n in range(digits, 18):
+        a, b = f"{got:.{n}g}", f"{want:.{n}g}"
+        if a != b or got == want:
+            return a, b
+    return repr(got), repr(want)
+
+
+def as_codes(value, what: str) -> torch.Tensor:
+    """Integer codes in any real dtype, as int64; a non-integer value fails the check."""
+    t = as_tensor(value, what)
+    if t.is_complex() or t.dtype == torch.bool:
+        raise CheckFailed(f"{what}: expected integer codes, got {t.dtype}")
+    if t.is_floating_point():
+        bad = ~torch.isfinite(t) | (t != torch.round(t))
+        if bool(bad.any()):
+            idx = tuple(bad.nonzero()[0].tolist())
+            raise CheckFailed(f"{what}: codes must be whole numbers; at index {idx} got "
+                              f"{float(t[idx])!r}. Hint: round before you return the codes")
+    return t.detach().cpu().to(torch.int64)
+
+
+def division_trap(scale: float, count: int = 8, *, lo: int = -127, hi: int = 127) -> torch.Tensor:
+    """``count`` float32 values ``x`` (codes within ``[lo, hi]``) where ``round(x / scale)`` and
+    ``round(x * (1 / scale))`` differ in float32, for a checker's inputs; empty when ``scale``
+    makes the two forms agree everywhere (a power of two)."""
+    s = torch.tensor(scale, dtype=torch.float32)
+    k = torch.arange(lo, hi, dtype=torch.float32) + 0.5
+    found = []
+    for ulps in range(-4, 5):
+        x = k * s
+        for _ in range(abs(ulps)):
+            x = torch.nextafter(x, torch.full_like(x, math.copysign(math.inf, ulps)))
+        differ = torch.round(x / s) != torch.round(x * (1 / s))
+        found.append(x[differ])
+    out = torch.unique(torch.cat(found))
+    return out[torch.linspace(0, len(out) - 1, min(count, len(out))).long()] if len(out) else out
+
+
+@contextlib.contextmanager
+def without_package(what: str) -> Iterator[None]:
+    """While the block runs, every public function of ``quantcourse`` fails the check: for
+    exercises that ask for a computation written without the package."""
+    pkg = sys.modules.get("quantcourse")
+    names = [n for n in getattr(pkg, "__all__", []) if callable(getattr(pkg, n, None))
+             and not isinstance(getattr(pkg, n), type)]
+    saved = {n: getattr(pkg, n) for n in names}
+
+    def forbidden(name: str) -> Callable:
+        def call_refused(*args, **kwargs):
+            raise CheckFailed(f"{what}: your function called qc.{name}; this exercise asks "
+                              "you to write it without the package")
+        return call_refused
+
+    try:
+        for n in names:
+            setattr(pkg, n, forbidden(n))
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(pkg, n, f)
 
 
 def passed(what: str) -> None:
