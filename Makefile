@@ -15,10 +15,12 @@ NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize
 # AVX2 int8 path (no VNNI, no AVX-512), and MKL's reproducible float32 GEMM.
 EMULATE := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 MKL_CBWR=COMPATIBLE
 
-.PHONY: help setup course test test-portable test-unit test-nbval claims-spread lab student bench retrain lint execute clean
+.PHONY: help setup course site slides test test-portable test-unit test-nbval claims-spread lab student bench retrain lint execute clean
 
 help:
-	@echo "make course   set up, execute every notebook into build/executed/, render build/site/"
+	@echo "make course   set up, execute every notebook into build/executed/, build the site and slides"
+	@echo "make site     render the notebooks' stored outputs as a static site in build/site/"
+	@echo "make slides   every notebook as an offline reveal.js deck in build/slides/"
 	@echo "make test     set up, run unit tests, the quick papermill pass and strict nbval"
 	@echo "make test-portable  the unit tests and strict nbval again, under the emulated second CPU"
 	@echo "make claims-spread  run notebooks on 3 CPU configurations, tabulate each claim's spread"
@@ -43,16 +45,21 @@ setup: $(STAMP)
 
 course: $(STAMP)
 	$(PY) -m tools.run_notebooks --mode full --out build/executed
-	$(JUPYTER) nbconvert --to html --output-dir build/site build/executed/*.ipynb >/dev/null 2>&1
-	$(PY) -m tools.site_index build/site
-	@echo "executed notebooks: build/executed/   site: build/site/index.html"
+	$(MAKE) --no-print-directory site slides
+	@echo "executed notebooks: build/executed/   site: build/site/index.html   slides: build/slides/"
+
+site: $(STAMP)
+	$(PY) -m tools.site build/site
+
+slides: $(STAMP)
+	$(PY) -m tools.slides build/slides
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
 
 test-portable: $(STAMP)
-	env $(EMULATE) $(PY) -m pytest -q -p no:cacheprovider tests -m "not notebook"
+	env $(EMULATE) $(PY) -m pytest -q -p no:cacheprovider tests -m "not notebook and not site"
 	env $(EMULATE) $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) $(NB)
 
 claims-spread: $(STAMP)

@@ -259,3 +259,24 @@ def test_make_student_writes_stubbed_notebooks_without_outputs(tmp_path):
         assert not any("execution" in c.metadata for c in nb.cells)  # no timings
         src = "\n".join(c.source for c in code)
         assert "# BEGIN SOLUTION" not in src and STUB in src
+
+
+def test_student_archive_holds_stubbed_notebooks_the_package_and_setup(tmp_path):
+    import zipfile
+
+    from tools.notebook_utils import ROOT
+    from tools.student import make_archive, make_student
+
+    make_student(notebook_paths()[0].parent, tmp_path / "student")
+    archive = make_archive(tmp_path / "student", tmp_path / "quantcourse-student.zip", ROOT)
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        nbs = sorted(n for n in names if n.startswith("quantcourse-student/notebooks/"))
+        assert [n.rsplit("/", 1)[1] for n in nbs] == [p.name for p in notebook_paths()]
+        assert all("# BEGIN SOLUTION" not in zf.read(n).decode() for n in nbs)
+        for needed in ("SETUP.md", "pyproject.toml", "quantcourse/__init__.py",
+                       "quantcourse/weights/digits_cnn.safetensors"):
+            assert f"quantcourse-student/{needed}" in names, needed
+        assert not any("__pycache__" in n or n.startswith("quantcourse-student/tests/")
+                       for n in names)
+        assert "pip install -e ." in zf.read("quantcourse-student/SETUP.md").decode()

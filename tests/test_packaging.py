@@ -70,7 +70,7 @@ def test_build_tooling_lives_outside_the_runtime_package():
             assert not re.search(rf"^\s*(import|from) {tool}\b", text, re.M), \
                 f"{path.relative_to(ROOT)} imports {tool}"
     make = (ROOT / "Makefile").read_text()
-    for module in ["tools.run_notebooks", "tools.site_index", "tools.student"]:
+    for module in ["tools.run_notebooks", "tools.site", "tools.slides", "tools.student"]:
         assert f"-m {module} " in make, f"the Makefile does not run {module}"
     assert "-m tests." not in make
 
