@@ -134,3 +134,41 @@ def test_claims_are_recorded_once_each(nb_path):
     assert claims, "no qc.claim in this notebook: its measured numbers are not checked"
     for name, record in claims.items():
         assert record["tol"] >= 0 and set(record) == {"name", "value", "lo", "hi", "tol"}, name
+
+
+def _teaching_cells(nb):
+    """Code cells a learner studies: not the parameters cell, a self-check or an exercise."""
+    return [c for c in nb.cells[1:] if c.cell_type == "code"
+            and "parameters" not in c.metadata.get("tags", [])
+            and not c.source.lstrip().startswith("# Self-check")
+            and not has_solution(c.source)]
+
+
+def test_teaching_cells_are_short_and_hold_no_asserts(nb_path):
+    """A teaching cell shows one step (at most 30 lines); a section's checks go in one
+    self-check cell at its end (first line ``# Self-check``), not between the steps."""
+    for i, cell in enumerate(_teaching_cells(read(nb_path))):
+        lines = cell.source.splitlines()
+        assert len(lines) <= 30, f"teaching cell {i} has {len(lines)} lines: {lines[0][:60]}"
+        asserts = [s for s in lines if re.match(r"\s*assert\b", s)]
+        assert not asserts, f"teaching cell {i} asserts ({asserts[0].strip()[:60]}): " \
+                            "move the check into the section's self-check cell"
+
+
+def test_time_estimate_follows_the_stated_rule(nb_path):
+    from tools.time_estimate import estimate, stated_minutes
+
+    assert stated_minutes(nb_path) == estimate(nb_path).minutes, \
+        "set **Time:** to `python -m tools.time_estimate`'s value"
+
+
+def test_readme_times_are_the_notebooks_times():
+    from tools.time_estimate import stated_minutes
+
+    readme = (ROOT / "README.md").read_text()
+    assert "120 words a minute" in readme, "the README states the time rule"
+    for path in PATHS:
+        row = re.search(rf"^\|[^\n]*notebooks/{re.escape(path.name)}[^\n]*\| (\d+) min \|$",
+                        readme, re.M)
+        assert row, f"{path.name}: no course-map row ending in '| N min |'"
+        assert int(row.group(1)) == stated_minutes(path), path.name

@@ -8,23 +8,31 @@ that these names are exactly the registered ones).
 """
 
 from ._core import CHECKERS, CheckFailed
-from .nb00_welcome import check_compression_ratio, check_int8_roundtrip
-from .nb01_number_formats import check_float_value, check_to_fixed
-from .nb02_scale_and_zero_point import check_affine_qparams, check_dequantize, check_quantize
-from .nb03_symmetric import check_levels_used, check_symmetric_quantize, check_symmetric_scale
-from .nb04_asymmetric import check_asymmetric_roundtrip, check_zero_point, check_zero_point_matmul
+from .nb00_welcome import (
+    check_compression_ratio,
+    check_largest_fit,
+    check_output_error_bound,
+)
+from .nb01_number_formats import (
+    check_change_q_format,
+    check_float_thresholds,
+    check_q_format,
+)
+from .nb02_scale_and_zero_point import check_clip_factor, check_mse_prediction, check_quantize
+from .nb03_symmetric import check_levels_prediction, check_weight_range, check_worst_layer
+from .nb04_asymmetric import check_asym_weight_layers, check_fold_zero_points, check_sym_vs_asym
 from .nb05_granularity_and_calibration import (
-    check_clipping_split,
-    check_per_channel_scales,
+    check_flat_group_size,
+    check_granularity_budget,
     check_percentile_range,
 )
-from .nb06_bit_widths_and_packing import check_pack_nibbles, check_sqnr_rule, check_storage_bytes
+from .nb06_bit_widths_and_packing import check_pack_3bit, check_smallest_bits, check_storage_bytes
 from .nb07_nonuniform import check_centroid_grad, check_log_zero_threshold, check_nf_levels
 from .nb08_binary_and_ternary import check_binary_dot, check_binary_sqnr, check_optimal_ternary
 from .nb09_weights_vs_activations import (
-    check_activation_fake_quant,
-    check_per_token_qparams,
-    check_weight_vs_activation_bytes,
+    check_cheaper_scheme,
+    check_smooth_outlier,
+    check_token_gain,
 )
 from .nb10_post_training_quantization import (
     check_float_layers,
@@ -44,8 +52,8 @@ from .nb12_mixed_precision import (
 from .nb13_integer_only import check_int_avg_pool, check_requantize_relu6, check_single_rounding
 from .nb14_int8_kernels_and_hardware import (
     check_compute_bound_batch,
-    check_energy_estimate,
-    check_int8_accumulator_bits,
+    check_cpu_int8_sums,
+    check_int8_energy_batch,
 )
 from .nb15_second_order import check_fc1_gptq, check_hutchinson_variance, check_obs_update
 from .nb16_stochastic_rounding import check_fp16_stall, check_sr_log2, check_sr_sum_spread
@@ -63,59 +71,61 @@ from .nb18_sparsity_pruning_distillation import (
 __all__ = [
     "CHECKERS",
     "CheckFailed",
-    "check_activation_fake_quant",
-    "check_affine_qparams",
     "check_allocation_with_floor",
-    "check_asymmetric_roundtrip",
+    "check_asym_weight_layers",
     "check_best_index_bits",
     "check_binary_dot",
     "check_binary_sqnr",
     "check_centroid_grad",
-    "check_clipping_split",
+    "check_change_q_format",
+    "check_cheaper_scheme",
+    "check_clip_factor",
     "check_compression_ratio",
     "check_compute_bound_batch",
+    "check_cpu_int8_sums",
     "check_deploy_conv",
-    "check_dequantize",
-    "check_energy_estimate",
     "check_fc1_gptq",
+    "check_flat_group_size",
     "check_float_layers",
-    "check_float_value",
+    "check_float_thresholds",
     "check_fold_bn",
+    "check_fold_zero_points",
     "check_fp16_stall",
+    "check_granularity_budget",
     "check_greedy_allocation",
     "check_hutchinson_variance",
-    "check_int8_accumulator_bits",
-    "check_int8_roundtrip",
+    "check_int8_energy_batch",
     "check_int_avg_pool",
+    "check_largest_fit",
     "check_layer_bytes",
-    "check_levels_used",
+    "check_levels_prediction",
     "check_log_zero_threshold",
     "check_lsq_asymmetric_grads",
+    "check_mse_prediction",
     "check_nf_levels",
     "check_nm_metadata_bits",
     "check_obs_update",
     "check_optimal_ternary",
-    "check_pack_nibbles",
-    "check_per_channel_scales",
-    "check_per_token_qparams",
+    "check_output_error_bound",
+    "check_pack_3bit",
     "check_percentile_range",
+    "check_q_format",
     "check_qsgd_variance",
     "check_quantize",
     "check_requantize_relu6",
     "check_safe_activation_qmax",
     "check_single_rounding",
+    "check_smallest_bits",
+    "check_smooth_outlier",
     "check_soft_grad",
-    "check_sqnr_rule",
     "check_sr_log2",
     "check_sr_sum_spread",
     "check_storage_bytes",
-    "check_symmetric_quantize",
-    "check_symmetric_scale",
-    "check_to_fixed",
+    "check_sym_vs_asym",
+    "check_token_gain",
     "check_topk_error_feedback",
+    "check_weight_range",
     "check_weight_sqnr_prediction",
-    "check_weight_vs_activation_bytes",
     "check_wire_bytes",
-    "check_zero_point",
-    "check_zero_point_matmul",
+    "check_worst_layer",
 ]

@@ -2,104 +2,253 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Iterator
+from functools import lru_cache
+
 import torch
 
-from ..affine import QParams, asymmetric_qparams, fake_quantize, symmetric_qparams
-from ..observers import PercentileObserver, qparams_from_range
+from ..data import digits_data
+from ..models import digits_cnn
+from ..nn import quantize_model_weights, quantize_weight
+from ..observers import PercentileObserver
 from ._core import (
     CheckFailed,
-    as_tensor,
     call,
     checker,
     expect_close,
-    fmt,
+    fmt_pair,
     hint_for,
-    narrow_qmax,
     one_number,
     passed,
 )
 
-_EPS = torch.finfo(torch.float32).eps
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Many small tensor operations: one thread is ten times faster than two on a busy CPU."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
-# --------------------------------------------------------------------- per-channel scales
+# --------------------------------------------------------------------- granularity under a budget
+
+_SCALE_BITS = 32
 
 
-def _channel_cases() -> list[tuple[str, torch.Tensor, int]]:
-    gen = torch.Generator().manual_seed(51)
-    # rows with very different ranges, as in a real layer (non-square: axis mistakes show as shape)
-    rows = torch.randn(16, 48, generator=gen) * torch.logspace(-2, 0, 16)[:, None]
-    square = torch.randn(24, 24, generator=gen) * torch.linspace(0.01, 0.5, 24)[:, None]
-    neg = torch.randn(8, 32, generator=gen) * 0.05
-    neg[:, 7] = -torch.linspace(0.2, 0.9, 8)  # each row's largest magnitude is negative
-    pruned = torch.randn(12, 40, generator=gen) * 0.1
-    pruned[[2, 9]] = 0.0  # two pruned output channels: all-zero rows
-    return [
-        ("a 16x48 weight whose rows span two decades, 8 bits", rows, 8),
-        ("a square 24x24 weight with growing row ranges, 4 bits", square, 4),
-        ("an 8x32 weight whose largest magnitudes are negative, 3 bits", neg, 3),
-        ("a 12x40 weight with two all-zero (pruned) rows, 8 bits", pruned, 8),
-    ]
+def _options(group_sizes) -> list:
+    return ["tensor", "channel", *group_sizes]
 
 
-def _channel_hint(got: torch.Tensor, w: torch.Tensor, bits: int) -> str:
-    qmax = narrow_qmax(bits)
-    amax_rows = w.abs().amax(dim=1)
-    variants = [
-        (torch.clamp(w.abs().amax(dim=0) / qmax, min=_EPS),
-         "that is one scale per input column (axis 1); per output channel means one scale "
-         "per row (axis 0): reduce over the input dimension, w.abs().amax(dim=1)"),
-        (torch.clamp(w.abs().max() / qmax, min=_EPS).expand(w.shape[0]),
-         "every channel got the same, per-tensor scale; compute max|w| separately for each "
-         "row, w.abs().amax(dim=1)"),
-        (amax_rows / qmax,
-         "an all-zero row gets max|w| = 0 and a scale of 0 (then w / s is NaN); clamp each "
-         "scale to at least torch.finfo(torch.float32).eps"),
-        (torch.clamp(amax_rows / 2 ** (bits - 1), min=_EPS),
-         "the narrow grid's largest code is 2^(b-1) - 1, so divide by 2^(b-1) - 1, "
-         "not 2^(b-1)"),
-        (torch.clamp(w.amax(dim=1) / qmax, min=_EPS),
-         "use the largest magnitude |w| of each row (w.abs().amax(dim=1)), not the largest "
-         "value"),
-        (torch.clamp(amax_rows / (2**bits - 1), min=_EPS),
-         "that divides by 2^b - 1 (an unsigned grid); symmetric uses 2^(b-1) - 1"),
-    ]
-    return hint_for(got, [(hint, value) for value, hint in variants], rtol=1e-5, atol=1e-12,
-                    default="s_i = max_j |w_ij| / (2^(b-1) - 1) for each output channel i, at "
-                            "least float32 eps")
+def _measure(w: torch.Tensor, bits: int, option) -> tuple[float, int, int]:
+    """(squared error summed over the weights, bits with scales, number of scales)."""
+    if isinstance(option, str):
+        w_hat, qp = quantize_weight(w, bits, granularity=option)
+    else:
+        w_hat, qp = quantize_weight(w, bits, granularity="group", group_size=option)
+    err = float((w.double() - w_hat.double()).pow(2).sum())
+    return err, bits * w.numel() + _SCALE_BITS * qp.scale.numel(), qp.scale.numel()
+
+
+def _synthetic_layers() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(55)
+    ffn = torch.randn(64, 256, generator=gen) * 0.05
+    ffn[9, 100] = 2.0  # one giant weight, as in MiniLM's layer.0.output.dense
+    attn = torch.randn(96, 96, generator=gen) * 0.08
+    spread = torch.randn(32, 384, generator=gen) * torch.logspace(-2, 0, 32)[:, None]
+    head = torch.randn(4, 64, generator=gen) * torch.tensor([[0.02], [0.1], [0.5], [1.0]])
+    return {"ffn.out": ffn, "attn.query": attn, "proj": spread, "head": head}
+
+
+def _cnn_layers() -> dict[str, torch.Tensor]:
+    model = digits_cnn()
+    return {n: getattr(model, n).weight.detach().clone() for n in ("conv1", "conv2", "fc1", "fc2")}
+
+
+_BUDGET_CASES = (
+    ("the digits CNN's 4 layers, 3 bits, budget 3.3 bits per weight", _cnn_layers, 3, 3.3,
+     (32, 64, 128)),
+    ("four transformer-like matrices (one giant weight), 4 bits, budget 4.3 bits per weight",
+     _synthetic_layers, 4, 4.3, (16, 64, 128)),
+)
+
+
+@lru_cache(maxsize=len(_BUDGET_CASES))
+def _budget_case(i: int):
+    """(label, layers, bits, budget, group sizes, {(layer, option): measures}), built once."""
+    label, make, bits, budget, sizes = _BUDGET_CASES[i]
+    layers = make()
+    table = {(n, o): _measure(w, bits, o) for n, w in layers.items() for o in _options(sizes)}
+    return label, layers, bits, budget, sizes, table
+
+
+def _best(layers, table, group_sizes, feasible) -> tuple[float, dict]:
+    best = (float("inf"), {})
+    for combo in itertools.product(_options(group_sizes), repeat=len(layers)):
+        pick = dict(zip(layers, combo, strict=True))
+        if feasible(pick):
+            err = sum(table[n, o][0] for n, o in pick.items())
+            if err < best[0]:
+                best = (err, pick)
+    return best
+
+
+def _option_text(option) -> str:
+    return repr(option) if isinstance(option, str) else f"group {option}"
 
 
 @checker
-def check_per_channel_scales(answer) -> None:
-    """``answer(w, bits)`` -> the symmetric scale of each output channel (row) of a 2-D ``w``."""
-    for label, w, bits in _channel_cases():
-        what = f"per-channel scales for {label}"
-        got = as_tensor(call(answer, w.clone(), bits, what=what), what)
-        want = symmetric_qparams(w, bits, axis=0).scale
-        if got.shape != want.shape:
-            if got.numel() == w.shape[1] and w.shape[0] != w.shape[1]:
-                hint = ("one scale per output channel means one per row (axis 0), "
-                        f"{w.shape[0]} here; you returned {w.shape[1]}, one per input column: "
-                        "reduce over dim=1")
-            elif got.numel() == 1:
-                hint = ("that is a single per-tensor scale; return one scale per row, shape "
-                        f"({w.shape[0]},)")
-            elif got.numel() == w.shape[0]:
-                hint = f"return a 1-D tensor of shape ({w.shape[0]},), e.g. .amax(dim=1)"
-            else:
-                hint = f"return one scale per output channel: shape ({w.shape[0]},)"
-            raise CheckFailed(
-                f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}. "
-                f"Hint: {hint}"
-            )
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise CheckFailed(f"{what}: your scales hold NaN or Inf ({fmt(got)}). Hint: "
-                              + _channel_hint(got, w, bits))
-        expect_close(got, want, what, rtol=1e-5, atol=0.0, hint=_channel_hint(got, w, bits))
-    passed(
-        "your per-output-channel scales match qc.symmetric_qparams(w, bits, axis=0) at 3, 4 "
-        "and 8 bits, with negative peaks and all-zero rows"
-    )
+def check_granularity_budget(answer) -> None:
+    """``answer(weights, bits, budget, group_sizes)`` -> ``{layer: "tensor" | "channel" | g}``
+    with the least total squared error whose bits, scales included, average within ``budget``."""
+    with _one_thread():
+        for i in range(len(_BUDGET_CASES)):
+            _check_budget_case(answer, i)
+    passed("your choices reach the least total squared error within every budget, scales "
+           "counted, on the digits CNN's layers and on transformer-like matrices")
+
+
+def _check_budget_case(answer, i: int) -> None:
+    label, layers, bits, budget, sizes, table = _budget_case(i)
+    what = f"choose_granularity for {label}, group sizes {sizes}"
+    got = call(answer, {n: w.clone() for n, w in layers.items()}, bits, budget, sizes, what=what)
+    if not isinstance(got, dict) or set(got) != set(layers):
+        keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+        raise CheckFailed(f"{what}: expected a dict with one choice per layer {sorted(layers)}, "
+                          f"got {keys}")
+    for name, option in got.items():
+        if isinstance(option, bool) or option not in _options(sizes):
+            raise CheckFailed(f"{what}: layer {name!r} got {option!r}; a choice is \"tensor\", "
+                              f"\"channel\" or a group size from {sizes}")
+    n = sum(w.numel() for w in layers.values())
+
+    def total(pick, col=0):
+        return sum(table[k, o][col] for k, o in pick.items())
+
+    got_bits, got_err = total(got, 1) / n, total(got)
+    want_err, want = _best(layers, table, sizes, lambda p: total(p, 1) <= budget * n)
+    chosen = ", ".join(f"{k}: {_option_text(o)}" for k, o in got.items())
+    if got_bits > budget:
+        mean_per_layer = sum(table[k, o][1] / layers[k].numel() for k, o in got.items()) / len(got)
+        if mean_per_layer <= budget:
+            hint = ("the budget is the average over all weights: weight each layer's bits per "
+                    "weight by its number of weights (sum the bits, divide by the total number "
+                    "of weights), not a plain mean over the layers")
+        elif sum(bits * layers[k].numel() for k in got) / n <= budget:
+            hint = (f"count {_SCALE_BITS} bits for every float32 scale as well as {bits} bits "
+                    "for every code: qp.scale.numel() scales per layer")
+        else:
+            hint = "sum bits * numel + 32 * (number of scales) over the layers"
+        g, w_ = fmt_pair(got_bits, budget)
+        raise CheckFailed(f"{what}: your choice ({chosen}) takes {g} bits per weight, over the "
+                          f"budget of {w_}. Hint: {hint}")
+    if got_err <= want_err * (1 + 1e-9):
+        return
+    per_layer = _best(layers, table, sizes, lambda p: all(
+        table[k, o][1] <= budget * layers[k].numel() for k, o in p.items()))
+    plain = _best(layers, table, sizes, lambda p: sum(
+        table[k, o][1] / layers[k].numel() for k, o in p.items()) <= budget * len(p))
+    relative = {k: (v[0] / float(layers[k[0]].double().pow(2).sum()), *v[1:])
+                for k, v in table.items()}
+    rel = _best(layers, relative, sizes, lambda p: total(p, 1) <= budget * n)
+    hint = hint_for(got_err, [
+        ("the budget holds for the average over all weights, not for each layer: a large "
+         "layer can stay coarse so that a small one gets fine groups (or the other way round)",
+         total(per_layer[1])),
+        ("that minimises the sum of each layer's relative error; the task's objective is the "
+         "total squared error summed over all weights of all layers", total(rel[1])),
+        ("the budget is the average over all weights: weight each layer's bits per weight by "
+         "its number of weights, not a plain mean over the layers", total(plain[1])),
+    ], rtol=1e-9, want=want_err,
+        default="try every combination of choices (itertools.product) and keep the one with "
+                "the least total squared error within the budget")
+    g, w_ = fmt_pair(got_err, want_err)
+    best_text = ", ".join(f"{k}: {_option_text(o)}" for k, o in want.items())
+    raise CheckFailed(f"{what}: your choice ({chosen}) is within the budget but its total "
+                      f"squared error is {g}; the best within the budget is {w_} ({best_text}). "
+                      f"Hint: {hint}")
+
+
+# --------------------------------------------------------------------- group size on the model
+
+_KL_SIZES = (8, 16, 32, 64, 128)
+
+
+@lru_cache(maxsize=1)
+def _kl_images() -> torch.Tensor:
+    return digits_data().x_test[:160].clone()
+
+
+def _mean_kl(model, qmodel, images) -> float:
+    with torch.no_grad():
+        p = torch.log_softmax(model(images).double(), dim=-1)
+        q = torch.log_softmax(qmodel(images).double(), dim=-1)
+    return float((p.exp() * (p - q)).sum(dim=-1).mean())
+
+
+@lru_cache(maxsize=4)
+def _kl_curve(bits: int) -> dict[int, float]:
+    model, images = digits_cnn(), _kl_images()
+    return {g: _mean_kl(model, quantize_model_weights(model, bits, granularity="group",
+                                                      group_size=g), images) for g in _KL_SIZES}
+
+
+def _coarsest_within(curve: dict, tolerance: float) -> int:
+    best = min(curve.values())
+    return max(g for g, v in curve.items() if v <= (1 + tolerance) * best)
+
+
+@checker
+def check_flat_group_size(answer) -> None:
+    """``answer(model, images, bits, sizes, tolerance)`` -> the largest group size whose mean
+    KL(float32 || quantized) is within ``(1 + tolerance)`` of the smallest over ``sizes``."""
+    with _one_thread():
+        _check_flat_group_size(answer)
+
+
+def _check_flat_group_size(answer) -> None:
+    model = digits_cnn()
+    images = _kl_images()
+    found = {}
+    for bits, tolerance in ((2, 0.5), (3, 0.5), (3, 1.0)):
+        what = f"flat_group_size on the digits CNN, {bits} bits, tolerance {tolerance}"
+        raw = call(answer, model, images.clone(), bits, _KL_SIZES, tolerance, what=what)
+        got = one_number(raw, what)
+        curve = _kl_curve(bits)
+        want = _coarsest_within(curve, tolerance)
+        found[bits, tolerance] = want
+        if float(got) == want:
+            continue
+
+        def weight_choice(bits=bits, tolerance=tolerance):
+            err = {}
+            for g in _KL_SIZES:
+                qm = quantize_model_weights(model, bits, granularity="group", group_size=g)
+                err[g] = sum(float((a.detach() - b.detach()).double().pow(2).sum())
+                             for a, b in zip(model.parameters(), qm.parameters(), strict=True))
+            return _coarsest_within(err, tolerance)
+
+        hint = hint_for(float(got), [
+            ("judge the model's outputs (the KL of its softmax against float32's), not the "
+             "weights' error: the weight error keeps falling with every smaller group",
+             weight_choice),
+            ("that is the size with the smallest KL; return the largest (cheapest) size whose "
+             "KL is within (1 + tolerance) of that smallest one", min(curve, key=curve.get)),
+            ("compare with the smallest KL over all sizes, not with the KL of the smallest "
+             "size (the curve is not monotone)", max(
+                 g for g, v in curve.items() if v <= (1 + tolerance) * curve[_KL_SIZES[0]])),
+        ], want=float(want), default="quantize with qc.quantize_model_weights(model, bits, "
+                                     "granularity=\"group\", group_size=g) for each size")
+        curve_text = ", ".join(f"{g}: {v:.4f}" for g, v in curve.items())
+        raise CheckFailed(f"{what}: expected group size {want}, got {fmt_pair(float(got), want)[0]}"
+                          f" (mean KL per size: {curve_text}). Hint: {hint}")
+    passed("your group sizes match the KL curves; on the digits CNN the coarsest group "
+           f"within 50% of the best is {found[2, 0.5]} at 2 bits and {found[3, 0.5]} at 3 bits")
 
 
 # --------------------------------------------------------------------- percentile threshold
@@ -173,96 +322,3 @@ def check_percentile_range(answer) -> None:
     )
 
 
-# --------------------------------------------------------------------- clipping vs rounding
-
-
-def _split_cases() -> list[tuple[str, torch.Tensor, QParams]]:
-    gen = torch.Generator().manual_seed(53)
-    gauss = torch.randn(5000, generator=gen)
-    gauss[:20] = 9.0 * torch.sign(torch.randn(20, generator=gen))
-    gelu = torch.nn.functional.gelu(torch.randn(40, 100, generator=gen) * 1.5)
-    gelu[:, 3] += 15.0  # an outlier channel
-    small = torch.randn(300, generator=gen) * 0.2
-    return [
-        ("Gaussian data with outliers at +-9, 4-bit symmetric grid clipped at +-2.5", gauss,
-         qparams_from_range(torch.tensor(-2.5), torch.tensor(2.5), 4, symmetric=True)),
-        ("GELU activations with an outlier channel, 4-bit asymmetric grid on [-0.2, 3]",
-         gelu, qparams_from_range(torch.tensor(-0.2), torch.tensor(3.0), 4)),
-        ("GELU activations, 8-bit asymmetric min-max grid (nothing clipped)", gelu,
-         asymmetric_qparams(gelu, 8)),
-        ("small Gaussian values, 3-bit symmetric grid clipped at +-0.1", small,
-         qparams_from_range(torch.tensor(-0.1), torch.tensor(0.1), 3, symmetric=True)),
-    ]
-
-
-def _clamped(x: torch.Tensor, qp: QParams) -> torch.Tensor:
-    code = torch.round(x * torch.reciprocal(qp.scale)) + qp.zero_point
-    return (code < qp.qmin) | (code > qp.qmax)
-
-
-def _split_reference(x: torch.Tensor, qp: QParams) -> tuple[float, float, int]:
-    x_hat = fake_quantize(x, qp)
-    outside = _clamped(x, qp)
-    err2 = (x.double() - x_hat.double()) ** 2
-    n = x.numel()
-    return float(err2[outside].sum()) / n, float(err2[~outside].sum()) / n, int(outside.sum())
-
-
-def _split_hint(got: tuple[float, float], x: torch.Tensor, qp: QParams) -> str:
-    clip, rnd, n_out = _split_reference(x, qp)
-    g_clip, g_rnd = got
-    x_hat = fake_quantize(x, qp)
-    err2 = (x.double() - x_hat.double()) ** 2
-    n = x.numel()
-
-    def close(a: float, b: float) -> bool:
-        return abs(a - b) <= 1e-4 * max(abs(b), 1e-12)
-
-    if close(g_clip, rnd) and close(g_rnd, clip) and not close(clip, rnd):
-        return "return (clipping, rounding) in that order"
-    if (n_out and close(g_clip, clip * n / n_out)) or (
-            n_out < n and close(g_rnd, rnd * n / (n - n_out))):
-        return ("divide both sums by the total number of values x.numel(), not by the size of "
-                "each part, so that clipping + rounding = the total MSE")
-    no_zp = torch.round(x * torch.reciprocal(qp.scale))
-    out_no_zp = (no_zp < qp.qmin) | (no_zp > qp.qmax)
-    if int(qp.zero_point) != 0 and close(g_clip, float(err2[out_no_zp].sum()) / n):
-        return ("add the zero point to the rounded value before comparing the code with "
-                "[qmin, qmax]: code = round(x / s) + z")
-    lo = qp.scale * (qp.qmin - qp.zero_point)
-    hi = qp.scale * (qp.qmax - qp.zero_point)
-    out_ends = (x < lo) | (x > hi)
-    if close(g_clip, float(err2[out_ends].sum()) / n):
-        return ("a value beyond the grid's end by less than half a step rounds onto the end "
-                "without clamping; count a value as clipped only when its code round(x / s) + z "
-                "falls outside [qmin, qmax]")
-    if close(g_clip + g_rnd, clip + rnd):
-        return ("the total is right but the split is not: a value is clipped when its code "
-                "round(x / s) + z falls outside [qmin, qmax]")
-    return ("x_hat = qc.fake_quantize(x, qp); values whose code round(x / s) + z falls outside "
-            "[qmin, qmax] give the clipping part, the others the rounding part, both summed "
-            "squared errors divided by x.numel()")
-
-
-@checker
-def check_clipping_split(answer) -> None:
-    """``answer(x, qp)`` -> ``(clipping_mse, rounding_mse)``, adding up to the total MSE."""
-    for label, x, qp in _split_cases():
-        what = f"clipping / rounding split for {label}"
-        got = call(answer, x.clone(), qp, what=what)
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            raise CheckFailed(f"{what}: expected a pair (clipping_mse, rounding_mse), got "
-                              f"{type(got).__name__}")
-        g = tuple(float(one_number(v, what)) for v in got)
-        clip, rnd, _ = _split_reference(x, qp)
-        hint = _split_hint(g, x, qp)
-        expect_close(torch.tensor(g[0], dtype=torch.float64),
-                     torch.tensor(clip, dtype=torch.float64),
-                     f"{what} (clipping part)", rtol=1e-4, atol=1e-12, hint=hint)
-        expect_close(torch.tensor(g[1], dtype=torch.float64),
-                     torch.tensor(rnd, dtype=torch.float64),
-                     f"{what} (rounding part)", rtol=1e-4, atol=1e-12, hint=hint)
-    passed(
-        "your split matches on symmetric and asymmetric grids, with and without clipped "
-        "values, and the two parts add up to the total MSE"
-    )

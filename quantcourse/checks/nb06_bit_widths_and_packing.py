@@ -2,91 +2,118 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
 import torch
 
 from ..affine import symmetric_qparams
+from ..data import digits_data
 from ..metrics import quantized_nbytes
-from ..packing import pack_bits
-from ._core import (
-    CheckFailed,
-    as_tensor,
-    call,
-    checker,
-    expect_close,
-    expect_equal,
-    fmt,
-    hint_for,
-    narrow_qmax,
-    passed,
-)
+from ..models import digits_cnn
+from ..nn import quantize_model_weights
+from ._core import CheckFailed, as_tensor, call, checker, fmt, hint_for, passed
 
-# --------------------------------------------------------------------------- packing nibbles
+# --------------------------------------------------------------------------- 3-bit packing
 
 
-def _nibble_cases() -> list[tuple[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(6)
+def _pack3_reference(codes: torch.Tensor) -> torch.Tensor:
+    """Brute force: write the stream bit by bit, code i's bit j at stream bit 3i + j."""
+    c = codes.reshape(-1).to(torch.int64) & 0b111
+    bits = ((c[:, None] >> torch.arange(3)) & 1).reshape(-1)           # stream, lowest first
+    bits = torch.cat([bits, bits.new_zeros(-bits.numel() % 8)]).reshape(-1, 8)
+    return (bits << torch.arange(8)).sum(dim=1).to(torch.uint8)
+
+
+def _unpack3_reference(packed: torch.Tensor, n: int) -> torch.Tensor:
+    bits = ((packed.to(torch.int64)[:, None] >> torch.arange(8)) & 1).reshape(-1)[: 3 * n]
+    c = (bits.reshape(n, 3) << torch.arange(3)).sum(dim=1)
+    return torch.where(c >= 4, c - 8, c)
+
+
+def _pack3_cases() -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(63)
+    fc1 = digits_cnn().fc1.weight.detach()
+    q_fc1 = torch.round(fc1 * (3 / fc1.abs().amax(dim=1, keepdim=True))).to(torch.int8)
     return [
-        ("the three codes [1, 2, 3] (odd length)", torch.tensor([1, 2, 3])),
-        ("the four codes [0, 15, 10, 5]", torch.tensor([0, 15, 10, 5])),
-        ("64 random codes", torch.randint(0, 16, (64,), generator=gen)),
-        ("9 random codes (odd length)", torch.randint(0, 16, (9,), generator=gen)),
-        ("a single code [12]", torch.tensor([12])),
+        ("every code once, [-4, ..., 3] (8 codes, 3 bytes)", torch.arange(-4, 4)),
+        ("a single code [-1]", torch.tensor([-1])),
+        ("three codes [3, -4, 1]", torch.tensor([3, -4, 1])),
+        ("13 random codes", torch.randint(-4, 4, (13,), generator=g)),
+        ("40 random codes (int8)", torch.randint(-4, 4, (40,), generator=g, dtype=torch.int8)),
+        ("the digits CNN's fc1 at 3 bits (64 x 512 codes, flattened)", q_fc1.reshape(-1)),
     ]
 
 
-def _nibble_hint(got: torch.Tensor, codes: torch.Tensor) -> str:
+def _pack3_hint(got: torch.Tensor, codes: torch.Tensor) -> str:
     c = codes.to(torch.int64)
-    if c.numel() % 2:
-        c = torch.cat([c, c.new_zeros(1)])
-    lo, hi = c[0::2], c[1::2]
-    g = got.detach().to(torch.int64)
-    if torch.equal(g, (lo << 4) | hi):
-        return ("the first code of each pair goes in the LOW nibble (bits 0-3) and the second "
-                "in the high nibble: byte = first | (second << 4)")
-    right = lo | (hi << 4)
-    if codes.numel() % 2 and torch.equal(g[:-1], right[:-1]):
-        return ("the last byte holds the odd code out in its low nibble, with zero padding "
-                "in its high nibble")
-    return "byte k = codes[2k] | (codes[2k+1] << 4), and an odd length is padded with 0"
+    return hint_for(got, [
+        ("mask each code to the low 3 bits of its two's complement (c & 0b111) before "
+         "shifting: a negative code otherwise sets every bit above its own",
+         lambda: _unmasked(c)),
+        ("lowest bits first: code i's bit j is stream bit 3i + j, and stream bit t is bit "
+         "t % 8 of byte t // 8 (not the most significant bit first)", lambda: _msb_first(c)),
+    ], default="code i occupies stream bits 3i, 3i + 1, 3i + 2 (lowest first); stream bit t "
+       "is bit t % 8 of byte t // 8; negative codes as the low 3 bits of two's complement, "
+       "unused bits of the last byte 0")
+
+
+def _msb_first(c: torch.Tensor) -> torch.Tensor:
+    """A big-endian bit stream: each code's top bit first, each byte filled from bit 7 down."""
+    bits = (((c & 0b111)[:, None] >> torch.tensor([2, 1, 0])) & 1).reshape(-1)
+    bits = torch.cat([bits, bits.new_zeros(-bits.numel() % 8)]).reshape(-1, 8)
+    return (bits << torch.arange(7, -1, -1)).sum(dim=1)
+
+
+def _unmasked(c: torch.Tensor) -> torch.Tensor:
+    """What OR-ing unmasked (sign-extended) codes into a 24-bit word gives, byte by byte."""
+    c = torch.cat([c, c.new_zeros(-c.numel() % 8)]).reshape(-1, 8)
+    word = torch.zeros(c.shape[0], dtype=torch.int64)
+    for i in range(8):
+        word = word | (c[:, i] << (3 * i))
+    out = torch.stack([(word >> (8 * k)) & 0xFF for k in range(3)], dim=1).reshape(-1)
+    return out[: math.ceil(3 * c.numel() / 8)]
 
 
 @checker
-def check_pack_nibbles(answer) -> None:
-    """``answer(codes)`` packs unsigned 4-bit codes two per byte, first code in the low nibble."""
-    for label, codes in _nibble_cases():
-        what = f"packed bytes of {label}"
+def check_pack_3bit(answer) -> None:
+    """``answer(codes)`` packs signed 3-bit codes as one bit stream, lowest bits first."""
+    cases = _pack3_cases()
+    for label, codes in cases:
+        what = f"pack_3bit on {label}"
         got = as_tensor(call(answer, codes.clone(), what=what), what)
         if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
-            raise CheckFailed(
-                f"{what}: expected an integer tensor of bytes (uint8), got {got.dtype}"
-            )
-        got = got.reshape(-1) if got.ndim > 1 else got
-        want = pack_bits(codes, 4)
+            raise CheckFailed(f"{what}: expected an integer tensor of bytes (uint8), got "
+                              f"{got.dtype}")
+        got = got.reshape(-1).to(torch.int64)
+        want = _pack3_reference(codes).to(torch.int64)
         n = codes.numel()
         if got.numel() != want.numel():
-            if got.numel() == n // 2:
-                hint = (f"{n} codes need ceil({n} / 2) = {want.numel()} bytes: pad an odd "
-                        "length with a zero nibble instead of dropping the last code")
-            elif got.numel() == n:
-                hint = "two 4-bit codes share each byte: you stored one code per byte"
+            if got.numel() in (math.ceil(n / 2), n):
+                hint = (f"3 bits per code: {n} codes take ceil(3 x {n} / 8) = {want.numel()} "
+                        "bytes; padding each code to 4 bits (or one code per byte) is the "
+                        "wasteful layout this exercise replaces")
+            elif got.numel() == 3 * math.ceil(n / 8):
+                hint = (f"trim the padding of the last group: {n} codes need only "
+                        f"ceil(3 x {n} / 8) = {want.numel()} bytes")
             else:
-                hint = f"{n} codes of 4 bits take ceil({n} / 2) = {want.numel()} bytes"
-            raise CheckFailed(
-                f"{what}: expected {want.numel()} byte(s), got {got.numel()}. Hint: {hint}"
-            )
-        if got.numel() and (int(got.min()) < 0 or int(got.max()) > 255):
-            raise CheckFailed(
-                f"{what}: bytes must lie in [0, 255], got values in [{int(got.min())}, "
-                f"{int(got.max())}]. Hint: OR two 4-bit fields together, first | (second << 4)"
-            )
-        expect_equal(got, want, what, hint=_nibble_hint(got, codes))
-    passed(
-        "your bytes match qc.pack_bits(codes, 4) for even and odd lengths, first code in the "
-        "low nibble"
-    )
+                hint = f"{n} codes of 3 bits take ceil(3 x {n} / 8) = {want.numel()} bytes"
+            raise CheckFailed(f"{what}: expected {want.numel()} byte(s), got {got.numel()}. "
+                              f"Hint: {hint}")
+        if int(got.min()) < 0 or int(got.max()) > 255:
+            raise CheckFailed(f"{what}: bytes must lie in [0, 255], got values in "
+                              f"[{int(got.min())}, {int(got.max())}]. Hint: mask each code to "
+                              "its low 3 bits (c & 0b111) and each byte to 8 bits (& 0xFF)")
+        if not torch.equal(got, want):
+            k = int((got != want).nonzero()[0])
+            raise CheckFailed(f"{what}: {int((got != want).sum())} of {want.numel()} byte(s) "
+                              f"differ; byte {k} expected {int(want[k]):08b}, got "
+                              f"{int(got[k]):08b}. Hint: {_pack3_hint(got, codes)}")
+        if not torch.equal(_unpack3_reference(got, n), codes.to(torch.int64)):
+            raise CheckFailed(f"{what}: the bytes do not unpack to the codes")
+    passed(f"your bytes match a bit-by-bit reference on {len(cases)} inputs and unpack to the "
+           "same codes; the CNN's fc1 takes 12,288 bytes at 3 bits, against 16,384 padded to 4")
 
 
 # --------------------------------------------------------------------------- storage bytes
@@ -164,58 +191,77 @@ def check_storage_bytes(answer) -> None:
     )
 
 
-# --------------------------------------------------------------------------- the SQNR rule
+# --------------------------------------------------------------------------- smallest bit width
 
-# (bits, extra_bits)
-_GAIN_CASES = [(8, 1), (4, 4), (2, 1), (3, 2), (5, 0), (2, 6)]
-
-
-def _gain_reference(bits: int, extra: int) -> float:
-    return 20.0 * math.log10(narrow_qmax(bits + extra) / narrow_qmax(bits))
+_BITS = range(2, 9)
 
 
-def _gain_hint(got: float, bits: int, extra: int) -> str:
-    variants = [
-        (20 * math.log10(2) * extra,
-         "6.02 dB per bit is the many-bit limit; on the narrow grid the step is max|x| / qmax "
-         f"and qmax goes from {narrow_qmax(bits)} to {narrow_qmax(bits + extra)}: "
-         "use the ratio of the qmax"),
-        (6.0 * extra, "6 dB per bit is only the many-bit limit (and 20 log10 2 is 6.02); use "
-                      "the ratio of the two qmax"),
-        (10 * math.log10(narrow_qmax(bits + extra) / narrow_qmax(bits)),
-         "noise power is s^2 / 12, so the power ratio is the SQUARE of the step ratio: "
-         "20 log10, not 10 log10"),
-        (20 * math.log10((2 ** (bits + extra) - 1) / (2**bits - 1)),
-         "the step is max|x| / qmax with qmax = 2^(b-1) - 1 (the narrow grid's largest code), "
-         "not the number of levels 2^b - 1"),
-        (20 * math.log10(2 ** (bits + extra - 1) / 2 ** (bits - 1)),
-         "qmax = 2^(b-1) - 1, not 2^(b-1)"),
-        (20 * math.log(narrow_qmax(bits + extra) / narrow_qmax(bits)),
-         "decibels use log10, not the natural log"),
-        (-_gain_reference(bits, extra), "more bits give a smaller step and a HIGHER SQNR: "
-                                         "the gain is positive"),
-    ]
-    return hint_for(got, [(hint, value) for value, hint in variants], rtol=1e-6, atol=1e-6,
-                    want=_gain_reference(bits, extra),
-                    default="gain = 20 log10(qmax(b + k) / qmax(b)) with qmax(b) = 2^(b-1) - 1")
+def _agreement_table(granularity: str = "channel", against: str = "fp32") -> dict[int, float]:
+    return dict(_table(granularity, against))
+
+
+@functools.lru_cache(maxsize=4)
+def _table(granularity: str, against: str) -> tuple[tuple[int, float], ...]:
+    """Agreement by bit width on the 360 test images, up to the first width that agrees on
+    all of them (that width meets every threshold up to 1)."""
+    cnn = digits_cnn().eval()
+    data = digits_data()
+    out = []
+    with torch.no_grad():
+        ref = cnn(data.x_test).argmax(dim=1) if against == "fp32" else data.y_test
+        for b in _BITS:
+            qmodel = quantize_model_weights(cnn, b, granularity=granularity)
+            out.append((b, float((qmodel(data.x_test).argmax(dim=1) == ref).double().mean())))
+            if out[-1][1] == 1.0:
+                break
+    return tuple(out)
+
+
+def _smallest(table: dict[int, float], thr: float, *, strict: bool = False) -> int | None:
+    return next((b for b, a in table.items() if (a > thr if strict else a >= thr)), None)
 
 
 @checker
-def check_sqnr_rule(answer) -> None:
-    """``answer(bits, extra_bits)`` -> predicted SQNR gain in dB on the narrow symmetric grid."""
-    for bits, extra in _GAIN_CASES:
-        what = f"SQNR gain from {bits} to {bits + extra} bits"
-        got = call(answer, bits, extra, what=what)
-        t = as_tensor(got, what)
-        if t.numel() != 1 or t.is_complex():
-            raise CheckFailed(f"{what}: expected one real number (dB), got shape {tuple(t.shape)}")
-        g = float(t)
-        want = _gain_reference(bits, extra)
-        hint = _gain_hint(g, bits, extra) if math.isfinite(g) else \
-            "the gain is a finite number of dB"
-        # 6.02 for 20 log10(2) is fine (2e-4 relative); 6.0 is not.
-        expect_close(torch.tensor(g), torch.tensor(want), what, rtol=2e-4, atol=1e-6, hint=hint)
-    passed(
-        "your predicted gains match 20 log10(qmax(b + k) / qmax(b)): 9.54 dB from 2 to 3 bits, "
-        "6.09 dB from 7 to 8, tending to 6.02 dB per bit"
-    )
+def check_smallest_bits(answer) -> None:
+    """``answer(model, images, threshold)`` -> the smallest bit width whose per-channel
+    weights keep the top-1 agreement with the float model at or above ``threshold``."""
+    cnn = digits_cnn().eval()
+    images = digits_data().x_test
+    table = _agreement_table()
+    thresholds = (1.0, 0.99)
+    got_all = []
+    for thr in thresholds:
+        what = f"smallest_bits(digits CNN, the 360 test images, threshold={thr})"
+        got = call(answer, cnn, images.clone(), thr, what=what)
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
+            got = int(got)
+        if isinstance(got, numbers.Integral) and not isinstance(got, bool):
+            got = int(got)
+        if got is not None and (isinstance(got, bool) or not isinstance(got, int)):
+            raise CheckFailed(f"{what}: expected a bit width (an int from 2 to 8) or None, got "
+                              f"{type(got).__name__} {fmt(got) if isinstance(got, float) else ''}"
+                              ". Hint: return the bit width, not its agreement")
+        got_all.append(got)
+    wants = [_smallest(table, t) for t in thresholds]
+    if got_all != wants:
+        variants = [
+            ("agreement is measured against the float model's own predictions on the same "
+             "images, not against the labels (that would be accuracy)",
+             lambda: [_smallest(_agreement_table(against="labels"), t) for t in thresholds]),
+            ("quantize per output channel (qc.quantize_model_weights' default), not per tensor",
+             lambda: [_smallest(_agreement_table("tensor"), t) for t in thresholds]),
+            ("'at or above the threshold': use >=, so that an agreement of exactly 1.0 meets "
+             "threshold 1.0", lambda: [_smallest(table, t, strict=True) for t in thresholds]),
+        ]
+        hint = next((h for h, v in variants if v() == got_all), "for b = 2, 3, ..., 8 quantize "
+                    "the weights with qc.quantize_model_weights(model, b), compare the arg-max "
+                    "of its logits with the float model's, and return the first b whose "
+                    "agreement >= threshold")
+        i = next(i for i, (g, w) in enumerate(zip(got_all, wants, strict=True)) if g != w)
+        shown = ", ".join(f"{b}: {a:.4f}" for b, a in table.items())
+        raise CheckFailed(f"smallest_bits(digits CNN, the 360 test images, threshold="
+                          f"{thresholds[i]}): expected {wants[i]}, got {got_all[i]} (agreement "
+                          f"by bits: {shown}). Hint: {hint}")
+    passed("your choices match at thresholds 1.0 and 0.99: "
+           + " and ".join(f"{_smallest(table, t)} bits" for t in (1.0, 0.99))
+           + f"; 4 bits already agrees with float32 on {table[4]:.1%} of the test images")

@@ -8,8 +8,10 @@ from fractions import Fraction
 
 import torch
 
-from ..hardware import ENERGY_PJ
-from ._core import CheckFailed, call, checker, hint_for, passed
+from ..hardware import ENERGY_PJ, arithmetic_intensity, u8s8_matmul_exact, u8s8_matmul_saturating
+from ..metrics import model_nbytes, quantized_model_nbytes
+from ..nn import count_macs
+from ._core import CheckFailed, as_codes, call, checker, hint_for, passed, without_package
 
 
 def _number(value, what: str, *, integer: bool = False):
@@ -23,73 +25,6 @@ def _number(value, what: str, *, integer: bool = False):
     if not math.isfinite(float(value)):
         raise CheckFailed(f"{what}: expected a finite number, got {value!r}")
     return value
-
-
-# ---------------------------------------------------------------- accumulator bits
-
-
-def accumulator_bits_reference(k: int, bits_x: int, bits_w: int) -> int:
-    """Smallest signed accumulator width that holds any sum of ``k`` full-range products."""
-    # The largest magnitude a sum can reach: k products of the two most negative codes,
-    # (-2^(bx-1)) * (-2^(bw-1)) = 2^(bx+bw-2), all positive. A signed n-bit integer holds up
-    # to 2^(n-1) - 1, so n - 1 must be at least the bit length of that sum.
-    return (k * 2 ** (bits_x + bits_w - 2)).bit_length() + 1
-
-
-_ACC_CASES = [
-    (1, 8, 8),          # one product: 2^14 needs 16 bits
-    (3, 8, 8),          # not a power of two: the log2 shortcut is a bit too generous
-    (4, 8, 8),          # exactly 2^16
-    (768, 8, 8),        # a MiniLM hidden size
-    (1_025, 8, 8),      # k * 2^14 just above 2^24, while k * 127^2 stays below it
-    (131_071, 8, 8),    # the largest K an int32 accumulator takes (qc.int8_matmul's limit)
-    (131_072, 8, 8),    # one more and int32 overflows
-    (1_000, 8, 4),      # W4A8
-    (4_096, 4, 4),      # W4A4
-]
-
-
-_ACC_MISTAKES = [  # (hint, the mistaken formula)
-    ("you left out the sign bit: a signed n-bit integer holds at most 2^(n-1) - 1, so "
-     "n = bit_length(largest sum) + 1",
-     lambda k, bx, bw: (k * 2 ** (bx + bw - 2)).bit_length()),
-    ("the most negative codes are -2^(b-1) (-128 for int8), and (-128) * (-128) = 2^14 is the "
-     "largest product: use 2^(bits_x-1) * 2^(bits_w-1), not 127 * 127",
-     lambda k, bx, bw: (k * (2 ** (bx - 1) - 1) * (2 ** (bw - 1) - 1)).bit_length() + 1),
-    ("ceil(log2(largest sum)) falls one short when the sum is an exact power of two (2^14 "
-     "needs 15 bits of magnitude, log2 gives 14): use (largest sum).bit_length() + 1",
-     lambda k, bx, bw: math.ceil(math.log2(k * 2 ** (bx + bw - 2))) + 1),
-    ("bits_x + bits_w + ceil(log2 K) is a safe bound but not the smallest width: the largest "
-     "product is 2^(bits_x+bits_w-2), not 2^(bits_x+bits_w-1)",
-     lambda k, bx, bw: bx + bw + math.ceil(math.log2(k))),
-    ("one bit more than needed: the largest sum k * 2^(bits_x+bits_w-2) fits in fewer",
-     lambda k, bx, bw: accumulator_bits_reference(k, bx, bw) + 1),
-]
-
-
-def _acc_hint(answers: list[int]) -> str:
-    """Name the mistake whose formula reproduces every answer (the whole pattern, not one case)."""
-    mistakes = [(hint, [formula(*case) for case in _ACC_CASES]) for hint, formula in _ACC_MISTAKES]
-    return hint_for(answers, mistakes,
-                    default="the largest sum is k * 2^(bits_x-1) * 2^(bits_w-1) (all products "
-                            "of the two most negative codes); n = its bit length + 1 for the sign")
-
-
-@checker
-def check_int8_accumulator_bits(answer) -> None:
-    """``answer(k, bits_x, bits_w)``: bits of a signed accumulator for ``k`` products."""
-    answers = []
-    for k, bx, bw in _ACC_CASES:
-        what = f"accumulator_bits(k={k}, bits_x={bx}, bits_w={bw})"
-        answers.append(int(_number(call(answer, k, bx, bw, what=what), what, integer=True)))
-    for got, (k, bx, bw) in zip(answers, _ACC_CASES, strict=True):
-        want = accumulator_bits_reference(k, bx, bw)
-        if got != want:
-            what = f"accumulator_bits(k={k}, bits_x={bx}, bits_w={bw})"
-            raise CheckFailed(f"{what}: expected {want} bits, got {got}. "
-                              f"Hint: {_acc_hint(answers)}")
-    passed(f"accumulator widths are right on {len(_ACC_CASES)} cases, including the int32 "
-           "limit K = 131071 that qc.int8_matmul enforces")
 
 
 # ---------------------------------------------------------------- compute-bound batch
@@ -139,9 +74,16 @@ def _ridge_hint(got, case: tuple) -> str:
             max(1, math.ceil(r * k * n * wb / 8 / (2 * k * n))),
         "return the first batch AT or above the ridge, not the last one below it": want - 1,
     }
-    return hint_for(got, cands,
-                    default="intensity(B) = 2BKN / (KN weight_bits/8 + B (K+N) act_bytes); "
-                            "return the smallest B >= 1 with intensity(B) >= ridge")
+    if isinstance(got, int) and got >= 1:
+        at = arithmetic_intensity(got, k, n, wb, ab)
+        side = "below" if at < r else "already at or above"
+        default = (f"at your batch {got} the intensity is {at:.5g} FLOP/byte "
+                   f"(qc.arithmetic_intensity), {side} the ridge {r}; return the smallest B >= 1 "
+                   "with intensity(B) >= ridge")
+    else:
+        default = ("intensity(B) = 2BKN / (KN weight_bits/8 + B (K+N) act_bytes); return the "
+                   "smallest B >= 1 with intensity(B) >= ridge")
+    return hint_for(got, cands, default=default)
 
 
 @checker
@@ -164,69 +106,216 @@ def check_compute_bound_batch(answer) -> None:
            "weights, a CPU and a GPU ridge point, and a layer that never gets there)")
 
 
-# ---------------------------------------------------------------- energy estimate
+# ---------------------------------------------------------------- int8 energy saving by batch
 
 
-def energy_reference(macs: int, weight_bytes: int, fmt: str) -> float:
-    """Estimated microjoules for ``macs`` multiply-accumulates plus weights read from DRAM."""
-    h = ENERGY_PJ
-    mac = (h["fp32_mult"] + h["fp32_add"]) if fmt == "fp32" else (h["int8_mult"]
-                                                                   + h["int32_add"])
-    dram_per_byte = h["dram_read_32bit"] / 4
-    return (macs * mac + weight_bytes * dram_per_byte) * 1e-6
+def _pj(name: str) -> Fraction:
+    return Fraction(str(ENERGY_PJ[name]))
 
 
-_ENERGY_CASES = [
-    (337_536, 151_080, "fp32"),
-    (337_536, 38_770, "int8"),
-    (170_016_768, 42_587_136, "fp32"),
-    (170_016_768, 10_819_584, "int8"),
-    (1_000, 0, "int8"),            # compute only
-    (0, 4_096, "fp32"),            # traffic only
-]
+_MAC_PJ = {"fp32": _pj("fp32_mult") + _pj("fp32_add"), "int8": _pj("int8_mult") + _pj("int32_add")}
+_DRAM_PJ_PER_BYTE = _pj("dram_read_32bit") / 4
 
 
-def _energy_hint(got: float, case: tuple) -> str:
-    macs, nbytes, fmt = case
-    h = ENERGY_PJ
-    want = energy_reference(*case)
-    dram = h["dram_read_32bit"] / 4
-    mac = (h["fp32_mult"] + h["fp32_add"]) if fmt == "fp32" else (h["int8_mult"]
-                                                                   + h["int32_add"])
-    cands = {
-        "return microjoules: 1 uJ = 10^6 pJ, so multiply the picojoules by 1e-6":
-            want * 1e6,
-        "1 uJ = 10^6 pJ: you scaled by 1e-12 (joules?) or 1e-3": want * 1e-6,
-        "the DRAM figure is per 32-bit read (4 bytes): divide 640 pJ by 4 for one byte":
-            (macs * mac + nbytes * h["dram_read_32bit"]) * 1e-6,
-        "the int8 MAC accumulates into 32 bits: use the 32-bit integer add (0.1 pJ), not "
-        "the 8-bit add (0.03 pJ)": (macs * (h["int8_mult"] + h["int8_add"])
-                                    + nbytes * dram) * 1e-6,
-        "add the weight traffic: every weight byte is read from DRAM once (640 pJ per 32 "
-        "bits)": macs * mac * 1e-6,
-        "add the arithmetic: each MAC costs a multiply plus an add": nbytes * dram * 1e-6,
-        "a MAC is a multiply AND an add: you counted only the multiply":
-            (macs * (h["fp32_mult"] if fmt == "fp32" else h["int8_mult"])
-             + nbytes * dram) * 1e-6,
-        "weights come from DRAM here (640 pJ per 32 bits), not from the 8 KB SRAM (5 pJ)":
-            (macs * mac + nbytes * h["sram_read_32bit_8kb"] / 4) * 1e-6,
-    }
-    return hint_for(got, cands, rtol=1e-6, atol=1e-15,
-                    default="energy = macs * (mult + add) + weight_bytes * 640 / 4, in pJ, "
-                            "times 1e-6 for uJ; fp32: 3.7 + 0.9 pJ per MAC, int8: 0.2 + 0.1 pJ "
-                            "(32-bit accumulation)")
+def _model_energy_inputs(model: torch.nn.Module, run_one) -> tuple[int, int, int]:
+    """MACs of one input, fp32 and int8 weight bytes of the layers ``count_macs`` reports."""
+    macs, _ = count_macs(model, run_one)
+    modules = dict(model.named_modules())
+    fp32 = sum(model_nbytes(modules[name]) for name in macs)
+    int8 = sum(quantized_model_nbytes(modules[name], 8) for name in macs)
+    return sum(macs.values()), fp32, int8
+
+
+def energy_batch_reference(macs: int, fp32_bytes: int, int8_bytes: int, saving: float,
+                           *, mac_pj=None, dram_pj=None) -> int | None:
+    """Smallest batch B at which fp32 energy per input / int8 energy per input >= ``saving``,
+    with the weights read from DRAM once per batch; None if no batch gets there."""
+    mac = _MAC_PJ if mac_pj is None else mac_pj
+    dram = _DRAM_PJ_PER_BYTE if dram_pj is None else dram_pj
+    t = Fraction(saving)
+    # macs mac_f + fp32 dram / B >= t (macs mac_i + int8 dram / B)
+    # <=> B macs (mac_f - t mac_i) >= dram (t int8 - fp32)
+    lhs = macs * (mac["fp32"] - t * mac["int8"])
+    rhs = dram * (t * int8_bytes - fp32_bytes)
+    if rhs <= 0:
+        return 1
+    if lhs <= 0:
+        return None
+    return max(1, math.ceil(rhs / lhs))
+
+
+def _energy_models():
+    from ..models import digits_cnn
+
+    g = torch.Generator().manual_seed(14)
+    cnn = digits_cnn()
+    image = torch.rand(1, 1, 8, 8, generator=g)
+    mlp = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    token = torch.randn(1, 1024, generator=g)
+    layer = torch.nn.Linear(1024, 1024, bias=False)
+    return [
+        ("the digits CNN, one 8x8 image", cnn, lambda: cnn(image), (4, 10, 15, 16)),
+        ("a 784-256-10 MLP, one input", mlp, lambda: mlp(torch.zeros(1, 784)), (10, 14)),
+        ("a 1024x1024 linear layer without bias, one token", layer, lambda: layer(token),
+         (8, 15.3)),
+    ]
+
+
+def _energy_hint(got, macs, fp32, int8, saving, want) -> str:
+    h = {k: _pj(k) for k in ENERGY_PJ}
+    cands = [
+        ("the int8 MAC accumulates into 32 bits: int8 multiply + 32-bit integer add "
+         "(0.2 + 0.1 pJ), not the 8-bit add",
+         energy_batch_reference(macs, fp32, int8, saving,
+                                mac_pj={"fp32": _MAC_PJ["fp32"],
+                                        "int8": h["int8_mult"] + h["int8_add"]})),
+        ("the DRAM figure is per 32-bit read (4 bytes): 640 / 4 pJ per byte",
+         energy_batch_reference(macs, fp32, int8, saving, dram_pj=h["dram_read_32bit"])),
+        ("int8 weights are not exactly a quarter of the fp32 bytes: use "
+         "qc.quantized_model_nbytes(layer, 8), which counts the per-channel scales and the "
+         "float biases", energy_batch_reference(macs, fp32, fp32 / 4, saving)),
+        ("return the first batch that reaches the saving, not the last one below it",
+         None if want is None else want - 1),
+    ]
+    if got is None:
+        return ("this model does reach that saving at some batch: the weight traffic per input "
+                "shrinks as 1/B while the MACs per input stay, so the saving grows towards "
+                "mac_fp32 / mac_int8")
+    if want is None:
+        return (f"no batch gets there: as B grows the saving tends to mac_fp32 / mac_int8 = "
+                f"{float(_MAC_PJ['fp32'] / _MAC_PJ['int8']):.4g}; return None")
+    return hint_for(got, cands, want=want,
+                    default="energy per input = MACs * MAC energy + weight bytes * 160 pJ / B "
+                            "(the weights are read once per batch of B inputs); find the smallest "
+                            "B with fp32 / int8 >= saving")
 
 
 @checker
-def check_energy_estimate(answer) -> None:
-    """``answer(macs, weight_bytes, fmt)`` -> estimated microjoules (Horowitz, 45 nm)."""
-    for case in _ENERGY_CASES:
-        macs, nbytes, fmt = case
-        what = f"energy_uj(macs={macs:,}, weight_bytes={nbytes:,}, fmt={fmt!r})"
-        got = float(_number(call(answer, *case, what=what), what))
-        want = energy_reference(*case)
-        if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
-            raise CheckFailed(f"{what}: expected {want:.6g} uJ, got {got:.6g}. "
-                              f"Hint: {_energy_hint(got, case)}")
-    passed(f"energy estimates are right on {len(_ENERGY_CASES)} cases (fp32 and int8, the "
-           "digits CNN and MiniLM, compute-only and traffic-only)")
+def check_int8_energy_batch(answer) -> None:
+    """``answer(model, run_one, saving)`` -> smallest batch where int8 saves ``saving`` x."""
+    cases = 0
+    b10 = None
+    for label, model, run_one, savings in _energy_models():
+        macs, fp32, int8 = _model_energy_inputs(model, run_one)
+        b10 = energy_batch_reference(macs, fp32, int8, 10) if b10 is None else b10
+        for saving in savings:
+            what = f"int8_energy_batch({label}, saving={saving})"
+            got = call(answer, model, run_one, saving, what=what)
+            want = energy_batch_reference(macs, fp32, int8, saving)
+            if got is not None:
+                got = int(_number(got, what, integer=True))
+            if got != want:
+                shown = "None" if want is None else f"batch {want}"
+                raise CheckFailed(f"{what}: expected {shown}, got {got}. "
+                                  f"Hint: {_energy_hint(got, macs, fp32, int8, saving, want)}")
+            cases += 1
+    passed(f"{cases} cases on three models. The digits CNN saves about 4x at batch 1 and "
+           f"reaches 10x at batch {b10}; no batch reaches "
+           f"{float(_MAC_PJ['fp32'] / _MAC_PJ['int8']):.4g}x, the ratio of the MACs alone")
+
+
+# ---------------------------------------------------------------- int8 sums on a given CPU
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+_CPUS = {  # /proc/cpuinfo flags that matter here, for a few x86 server and desktop CPUs
+    "AMD EPYC 7002 (Zen 2)": {"sse4_2", "avx", "avx2", "fma", "f16c"},
+    "Intel Skylake-SP": {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl"},
+    "Intel Ice Lake-SP": {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                          "avx512_vnni"},
+    "Intel Alder Lake": {"sse4_2", "avx", "avx2", "fma", "avx_vnni"},
+    "Intel Sapphire Rapids": {"sse4_2", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni",
+                              "amx_tile", "amx_int8", "amx_bf16"},
+    "AMD EPYC 9004 (Zen 4)": {"sse4_2", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni"},
+}
+
+
+def _sums_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(7)
+    full_a = torch.randint(0, 256, (4, 16), generator=g, dtype=torch.int64).to(torch.uint8)
+    full_w = torch.randint(-128, 128, (16, 3), generator=g, dtype=torch.int64).to(torch.int8)
+    full_a[0, :2] = 255                   # one pair clips upwards, one downwards
+    full_w[:2, 0], full_w[:2, 1] = 127, -128
+    relu_a = torch.randint(200, 256, (3, 10), generator=g, dtype=torch.int64).to(torch.uint8)
+    relu_w = torch.randint(-128, 128, (10, 5), generator=g, dtype=torch.int64).to(torch.int8)
+    seven = torch.randint(0, 128, (4, 16), generator=g, dtype=torch.int64).to(torch.uint8)
+    return [
+        ("8-bit activations, full-range weights", full_a, full_w),
+        ("large (ReLU-like) activation codes", relu_a, relu_w),
+        ("7-bit activations (codes <= 127)", seven, full_w),
+        ("odd K = 5: the last element pairs with a zero",
+         torch.tensor([[255, 255, 255, 255, 255]], dtype=torch.uint8),
+         torch.tensor([[127, -128], [127, -128], [127, -128], [127, -128], [127, -128]],
+                      dtype=torch.int8)),
+    ]
+
+
+def _pairs(a: torch.Tensor, w: torch.Tensor, first, second) -> torch.Tensor:
+    """Pair sums (M, pairs, N) in int64 with the pairs given by index lists."""
+    a, w = a.long(), w.long()
+    return (a[:, first, None] * w[None, first, :]) + (a[:, second, None] * w[None, second, :])
+
+
+def _sums_mistakes(a: torch.Tensor, w: torch.Tensor) -> list[tuple[str, object]]:
+    exact = (a.long() @ w.long())
+    k = a.shape[1]
+    mistakes = [
+        ("the int16 saturation applies to each pair sum a[2i] w[2i] + a[2i+1] w[2i+1], not to "
+         "the whole dot product: vpmaddwd adds the clipped pairs exactly in int32",
+         exact.clamp(-32768, 32767)),
+    ]
+    if k % 2 == 0:
+        even, odd = list(range(0, k, 2)), list(range(1, k, 2))
+        mistakes.append(("a pair sum can also fall below -32768 (255 * -128 * 2 = -65280): "
+                         "clamp to [-32768, 32767]",
+                         _pairs(a, w, even, odd).clamp(max=32767).sum(dim=1)))
+        mistakes.append(("vpmaddubsw pairs ADJACENT elements (2i, 2i+1), not i and i + K/2",
+                         _pairs(a, w, list(range(k // 2)), list(range(k // 2, k)))
+                         .clamp(-32768, 32767).sum(dim=1)))
+    else:
+        mistakes.append(("with an odd K the last product is a pair of its own (padded with a "
+                         "zero): do not drop it",
+                         u8s8_matmul_saturating(a[:, :-1].contiguous(),
+                                                w[:-1].contiguous()).long()))
+    return mistakes
+
+
+@checker
+def check_cpu_int8_sums(answer) -> None:
+    """``answer(a, w, cpu_flags)`` -> the int32 sums this CPU's u8 x s8 kernel computes."""
+    for cpu, flags in _CPUS.items():
+        vnni = any(f in flags for f in VNNI_FLAGS)
+        for label, a, w in _sums_cases():
+            what = f"cpu_int8_sums(a, w, cpu_flags of {cpu}) on {label}"
+            with without_package(what):
+                got = call(answer, a.clone(), w.clone(), set(flags), what=what)
+            got = as_codes(got, what)
+            want = (u8s8_matmul_exact if vnni else u8s8_matmul_saturating)(a, w).long()
+            if got.shape != want.shape:
+                raise CheckFailed(f"{what}: expected shape {tuple(want.shape)}, got "
+                                  f"{tuple(got.shape)}")
+            if torch.equal(got, want):
+                continue
+            exact = u8s8_matmul_exact(a, w).long()
+            sat = u8s8_matmul_saturating(a, w).long()
+            if vnni and torch.equal(got, sat):
+                hint = (f"this CPU has VNNI ({', '.join(sorted(flags & set(VNNI_FLAGS)))}): "
+                        "vpdpbusd adds the u8 x s8 products straight into int32, exactly")
+            elif not vnni and torch.equal(got, exact) and "avx512f" in flags:
+                hint = ("AVX-512 alone is not VNNI: without avx512_vnni, avx_vnni or amx_int8 "
+                        "the kernel uses vpmaddubsw, whose int16 pair sums saturate")
+            elif not vnni and torch.equal(got, exact):
+                hint = ("no VNNI flag (avx512_vnni, avx_vnni, amx_int8) on this CPU: adjacent "
+                        "pairs are summed into int16 and saturate at [-32768, 32767]")
+            else:
+                hint = hint_for(got, _sums_mistakes(a, w), want=want,
+                                default="VNNI: exact int32 sums; otherwise add each adjacent pair "
+                                        "a[2i] w[2i] + a[2i+1] w[2i+1], clamp it to int16, then "
+                                        "add the pairs exactly")
+            bad = (got != want).nonzero()[0].tolist()
+            raise CheckFailed(f"{what}: {int((got != want).sum())} of {want.numel()} sums differ;"
+                              f" at {tuple(bad)} expected {int(want[tuple(bad)])}, got "
+                              f"{int(got[tuple(bad)])}. Hint: {hint}")
+    passed(f"int8 sums right on {len(_CPUS)} CPUs: the three with VNNI add exactly, the three "
+           "without (two of them with AVX-512) clip 8-bit pairs, and with 7-bit activations all "
+           "six agree")

@@ -39,47 +39,75 @@ def ratio_inverted(numel, bits, n_scales):  # quantized / FP32 instead of FP32 /
     return (math.ceil(numel * bits / 8) + 4 * n_scales) / (4 * numel)
 
 
-# ---------------------------------------------------------------- check_int8_roundtrip
+# ---------------------------------------------------------------- check_largest_fit
 
 
-def roundtrip_full_range(x):  # divides by 2^(b-1) = 128 and clamps to [-128, 127]
-    s = x.abs().max() / 128
-    s = torch.clamp(s, min=torch.finfo(torch.float32).eps)
-    return torch.clamp(torch.round(x / s), -128, 127) * s
+def _fit(models, formats, memory, reserved, context, kv_per_token_layer, prefer_small=False):
+    best = None
+    for name, (params, layers, kv_dim) in models.items():
+        kv = kv_per_token_layer(kv_dim) * layers * context
+        for fmt, bpp in formats.items():
+            if params * bpp + kv <= memory - reserved:
+                key = (params, -bpp if prefer_small else bpp)
+                if best is None or key > best[0]:
+                    best = (key, (name, fmt))
+    return None if best is None else best[1]
 
 
-def roundtrip_255_levels(x):  # the asymmetric level count used for a symmetric grid
-    s = torch.clamp(x.abs().max() / 255, min=torch.finfo(torch.float32).eps)
-    return torch.clamp(torch.round(x / s), -127, 127) * s
+def fit_no_kv_cache(models, formats, memory, reserved, context):  # weights only
+    return _fit(models, formats, memory, reserved, context, lambda d: 0)
 
 
-def roundtrip_floor(x):  # floor instead of round to nearest
-    s = torch.clamp(x.abs().max() / 127, min=torch.finfo(torch.float32).eps)
-    return torch.clamp(torch.floor(x / s), -127, 127) * s
+def fit_keys_only(models, formats, memory, reserved, context):  # forgets the values
+    return _fit(models, formats, memory, reserved, context, lambda d: d * 2)
 
 
-def roundtrip_trunc(x):  # int() style truncation towards zero
-    s = torch.clamp(x.abs().max() / 127, min=torch.finfo(torch.float32).eps)
-    return torch.clamp(torch.trunc(x / s), -127, 127) * s
+def fit_most_compressed(models, formats, memory, reserved, context):  # INT4 whenever it fits
+    return _fit(models, formats, memory, reserved, context, lambda d: 2 * d * 2,
+                prefer_small=True)
 
 
-def roundtrip_no_zero_guard(x):  # the textbook recipe: NaN on an all-zero tensor
-    s = x.abs().max() / 127
-    return torch.clamp(torch.round(x / s), -127, 127) * s
+def fit_ignores_reserved(models, formats, memory, reserved, context):  # the whole memory
+    return _fit(models, formats, memory, 0, context, lambda d: 2 * d * 2)
 
 
-def roundtrip_returns_q(x):  # forgets to dequantize
-    s = torch.clamp(x.abs().max() / 127, min=torch.finfo(torch.float32).eps)
-    return torch.clamp(torch.round(x / s), -127, 127)
+# ---------------------------------------------------------------- check_output_error_bound
 
 
-def roundtrip_mean_scale(x):  # scale from the mean magnitude: clips the large values
-    s = torch.clamp(x.abs().mean() * 4 / 127, min=torch.finfo(torch.float32).eps)
-    return torch.clamp(torch.round(x / s), -127, 127) * s
+def _row_scales(W, bits, qmax=None):
+    qmax = 2 ** (bits - 1) - 1 if qmax is None else qmax
+    return torch.clamp(W.abs().amax(dim=1) / qmax, min=torch.finfo(torch.float32).eps)
 
 
-def roundtrip_identity(x):  # no quantization at all
-    return x.clone()
+def bound_full_step(W, X, bits):  # a whole step, not half
+    return X.abs().sum(dim=1, keepdim=True) * _row_scales(W, bits)
+
+
+def bound_per_tensor_scale(W, X, bits):  # one scale for the whole matrix
+    s = W.abs().max() / (2 ** (bits - 1) - 1)
+    return X.abs().sum(dim=1, keepdim=True) * (s / 2) * torch.ones(W.shape[0])
+
+
+def bound_signed_sum(W, X, bits):  # sum of x, not of |x|
+    return X.sum(dim=1, keepdim=True) * (_row_scales(W, bits) / 2)
+
+
+def bound_l2_norm(W, X, bits):  # the typical size, not a worst case
+    return X.norm(dim=1, keepdim=True) * (_row_scales(W, bits) / 2)
+
+
+def bound_qmax_power_of_two(W, X, bits):  # q_max = 2^(b-1)
+    return X.abs().sum(dim=1, keepdim=True) * (_row_scales(W, bits, 2 ** (bits - 1)) / 2)
+
+
+def bound_with_qc(W, X, bits):  # measures instead of bounding, with the package
+    import quantcourse as qc
+    qp = qc.symmetric_qparams(W, bits=bits, axis=0)
+    return (X @ (W - qc.dequantize(qc.quantize(W, qp), qp)).T).abs()
+
+
+def bound_transposed(W, X, bits):  # (out, tokens) instead of (tokens, out)
+    return (X.abs().sum(dim=1, keepdim=True) * (_row_scales(W, bits) / 2)).T
 
 
 WRONG_ANSWERS = {
@@ -93,14 +121,19 @@ WRONG_ANSWERS = {
         (ratio_one_byte_scales, "4 bytes, not 1"),
         (ratio_inverted, "not the other way round"),
     ],
-    "check_int8_roundtrip": [
-        (roundtrip_full_range, "128"),
-        (roundtrip_255_levels, "255"),
-        (roundtrip_floor, "floor"),
-        (roundtrip_trunc, "trunc"),
-        (roundtrip_no_zero_guard, "divides by zero"),
-        (roundtrip_returns_q, "dequantize"),
-        (roundtrip_mean_scale, "grid step"),
-        (roundtrip_identity, "unchanged"),
+    "check_largest_fit": [
+        (fit_no_kv_cache, "count the KV cache"),
+        (fit_keys_only, "keys AND values"),
+        (fit_most_compressed, "most precise"),
+        (fit_ignores_reserved, "reserved memory"),
+    ],
+    "check_output_error_bound": [
+        (bound_full_step, "HALF a step"),
+        (bound_per_tensor_scale, "its own scale"),
+        (bound_signed_sum, "not X_ik"),
+        (bound_l2_norm, "typical size"),
+        (bound_qmax_power_of_two, "q_max = 2^(b-1) - 1"),
+        (bound_with_qc, "without the package"),
+        (bound_transposed, "expected shape"),
     ],
 }

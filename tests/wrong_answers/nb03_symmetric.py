@@ -4,111 +4,151 @@ import torch
 
 import quantcourse as qc
 
-# ----------------------------------------------------------------- check_symmetric_scale
+# ----------------------------------------------------------------- check_weight_range
 
 
-def scale_full_levels(x, bits):
-    # divides by 2^(b-1) instead of 2^(b-1) - 1
-    return torch.clamp(x.abs().max() / 2 ** (bits - 1), min=torch.finfo(torch.float32).eps)
+def _fits(lo, hi, x_qmin, x_qmax, acc_bits, pairs):
+    prods = [lo * x_qmin, lo * x_qmax, hi * x_qmin, hi * x_qmax]
+    return (-(2 ** (acc_bits - 1)) <= pairs * min(prods)
+            and pairs * max(prods) <= 2 ** (acc_bits - 1) - 1)
 
 
-def scale_full_range(x, bits):
-    # PyTorch's full-range observer: max|x| / 127.5 at 8 bits
-    return torch.clamp(x.abs().max() / (2 ** (bits - 1) - 0.5), min=torch.finfo(torch.float32).eps)
+def range_always_full(w, bits, x_qmin, x_qmax, acc_bits, pairs):
+    return False  # the full range has the smaller step, so always take it
 
 
-def scale_no_eps(x, bits):
-    # the textbook formula: 0 on an all-zero tensor, so x / s is NaN
-    return x.abs().max() / (2 ** (bits - 1) - 1)
+def range_grid_bounds(w, bits, x_qmin, x_qmax, acc_bits, pairs):
+    # judges each grid by its ends, not by the codes this tensor has
+    q = 2 ** (bits - 1)
+    if _fits(-q, q - 1, x_qmin, x_qmax, acc_bits, pairs):
+        return False
+    if _fits(-(q - 1), q - 1, x_qmin, x_qmax, acc_bits, pairs):
+        return True
+    return None
 
 
-def scale_max_not_abs(x, bits):
-    # largest value instead of largest magnitude
-    return torch.clamp(x.max() / (2 ** (bits - 1) - 1), min=torch.finfo(torch.float32).eps)
+def range_ignores_pairs(w, bits, x_qmin, x_qmax, acc_bits, pairs):
+    for narrow in (False, True):
+        q = qc.quantize(w, qc.symmetric_qparams(w, bits, narrow_range=narrow))
+        if _fits(int(q.min()), int(q.max()), x_qmin, x_qmax, acc_bits, 1):
+            return narrow
+    return None
 
 
-def scale_unsigned_levels(x, bits):
-    return torch.clamp(x.abs().max() / (2**bits - 1), min=torch.finfo(torch.float32).eps)
+def range_divides(w, bits, x_qmin, x_qmax, acc_bits, pairs):
+    # quantizes by hand with x / s
+    for narrow in (False, True):
+        qp = qc.symmetric_qparams(w, bits, narrow_range=narrow)
+        q = torch.clamp(torch.round(w / qp.scale), qp.qmin, qp.qmax)
+        if _fits(int(q.min()), int(q.max()), x_qmin, x_qmax, acc_bits, pairs):
+            return narrow
+    return None
 
 
-# ----------------------------------------------------------------- check_symmetric_quantize
+def range_prefers_narrow(w, bits, x_qmin, x_qmax, acc_bits, pairs):
+    for narrow in (True, False):
+        q = qc.quantize(w, qc.symmetric_qparams(w, bits, narrow_range=narrow))
+        if _fits(int(q.min()), int(q.max()), x_qmin, x_qmax, acc_bits, pairs):
+            return narrow
+    return None
 
 
-def quantize_floor(x, scale, bits):
-    qmax = 2 ** (bits - 1) - 1
-    return torch.clamp(torch.floor(x / scale), -qmax, qmax).to(torch.int8)
+# ----------------------------------------------------------------- check_levels_prediction
 
 
-def quantize_trunc(x, scale, bits):
-    qmax = 2 ** (bits - 1) - 1
-    return torch.clamp(x / scale, -qmax, qmax).to(torch.int8)  # the cast truncates
+def _probs(w, bits, tails=True):
+    qp = qc.symmetric_qparams(w, bits)
+    s, sigma = float(qp.scale), float(w.double().std())
+    k = torch.arange(qp.qmin, qp.qmax + 1, dtype=torch.float64)
+    below = torch.special.ndtr((k - 0.5) * s / sigma)
+    above = torch.special.ndtr((k + 0.5) * s / sigma)
+    if tails:
+        below[0], above[-1] = 0.0, 1.0
+    return above - below, torch.unique(qc.quantize(w, qp)).numel()
 
 
-def quantize_half_away(x, scale, bits):
-    qmax = 2 ** (bits - 1) - 1
-    v = x / scale
-    return torch.clamp(torch.sign(v) * torch.floor(v.abs() + 0.5), -qmax, qmax).to(torch.int8)
+def levels_threshold(w, bits):
+    p, measured = _probs(w, bits)
+    return float((p * w.numel() >= 1).sum()), measured
 
 
-def quantize_clamp_full(x, scale, bits):
-    # the textbook clamp: [-2^(b-1), 2^(b-1) - 1]
-    return torch.clamp(torch.round(x / scale), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1).to(
-        torch.int8
-    )
+def levels_no_tails(w, bits):
+    p, measured = _probs(w, bits, tails=False)
+    return float((1 - (1 - p) ** w.numel()).sum()), measured
 
 
-def quantize_no_clamp(x, scale, bits):
-    return torch.round(x / scale).to(torch.int32)
+def levels_nonnegative_codes(w, bits):
+    p, _ = _probs(w, bits)
+    q = qc.quantize(w, qc.symmetric_qparams(w, bits))
+    return float((1 - (1 - p) ** w.numel()).sum()), torch.unique(q[q >= 0]).numel()
 
 
-def quantize_returns_float(x, scale, bits):
-    qmax = 2 ** (bits - 1) - 1
-    return torch.clamp(torch.round(x / scale), -qmax, qmax)
+def levels_fraction(w, bits):
+    p, measured = _probs(w, bits)
+    return float((1 - (1 - p) ** w.numel()).sum()), measured / (2**bits - 1)
 
 
-# ----------------------------------------------------------------- check_levels_used
+# ----------------------------------------------------------------- check_worst_layer
 
 
-def levels_over_2_pow_b(x, bits):
-    q = qc.quantize(x, qc.symmetric_qparams(x, bits))
-    return torch.unique(q).numel() / 2**bits
+def _sqnrs(model, bits, keep=lambda n: n.endswith(".weight"), **kw):
+    out = {}
+    for name, p in model.named_parameters():
+        if keep(name):
+            w = p.detach()
+            out[name] = qc.sqnr_db(w, qc.fake_quantize(w, qc.symmetric_qparams(w, bits, **kw)))
+    return out
 
 
-def levels_count_not_fraction(x, bits):
-    q = qc.quantize(x, qc.symmetric_qparams(x, bits))
-    return torch.unique(q).numel()
+def worst_is_best(model, bits):
+    d = _sqnrs(model, bits)
+    name = max(d, key=d.get)
+    return name, d[name]
 
 
-def levels_unique_floats(x, bits):
-    return torch.unique(x).numel() / (2**bits - 1)
+def worst_with_biases(model, bits):
+    d = _sqnrs(model, bits, keep=lambda n: True)
+    name = min(d, key=d.get)
+    return name, d[name]
 
 
-def levels_positive_half(x, bits):
-    # counts only the non-negative codes
-    q = qc.quantize(x, qc.symmetric_qparams(x, bits))
-    return torch.unique(q[q >= 0]).numel() / (2**bits - 1)
+def worst_full_range(model, bits):
+    d = _sqnrs(model, bits, narrow_range=False)
+    name = min(d, key=d.get)
+    return name, d[name]
+
+
+def worst_per_channel(model, bits):
+    d = _sqnrs(model, bits, axis=0)
+    name = min(d, key=d.get)
+    return name, d[name]
+
+
+def worst_power_ratio(model, bits):
+    d = _sqnrs(model, bits)
+    name = min(d, key=d.get)
+    return name, 10 ** (d[name] / 10)
 
 
 WRONG_ANSWERS = {
-    "check_symmetric_scale": [
-        (scale_full_levels, "2^(b-1) - 1"),
-        (scale_full_range, "full-range"),
-        (scale_no_eps, "eps"),
-        (scale_max_not_abs, "max|x|"),
-        (scale_unsigned_levels, "2^b - 1"),
+    "check_weight_range": [
+        (range_always_full, "not always safe"),
+        (range_grid_bounds, "actually has"),
+        (range_ignores_pairs, "before the register is widened"),
+        (range_divides, "multiplies by 1/s"),
+        (range_prefers_narrow, "prefer the full range"),
     ],
-    "check_symmetric_quantize": [
-        (quantize_floor, "floor"),
-        (quantize_trunc, "trunc"),
-        (quantize_half_away, "halves"),
-        (quantize_clamp_full, "no positive twin"),
-        (quantize_no_clamp, "saturate"),
-        (quantize_returns_float, "integer tensor"),
+    "check_levels_prediction": [
+        (levels_threshold, "1 - (1 - p_k)^N"),
+        (levels_no_tails, "tails"),
+        (levels_nonnegative_codes, "negative ones too"),
+        (levels_fraction, "not a fraction"),
     ],
-    "check_levels_used": [
-        (levels_over_2_pow_b, "not 2^b"),
-        (levels_count_not_fraction, "fraction"),
-        (levels_unique_floats, "distinct float values"),
-        (levels_positive_half, "negative ones too"),
+    "check_worst_layer": [
+        (worst_is_best, "best layer"),
+        (worst_with_biases, "not the biases"),
+        (worst_full_range, "full range"),
+        (worst_per_channel, "per tensor"),
+        (worst_power_ratio, "in dB"),
     ],
 }

@@ -1,168 +1,134 @@
 """Plausible wrong answers for the checkers of 04_asymmetric.ipynb."""
 
-import torch
+import quantcourse as qc
 
-EPS = torch.finfo(torch.float32).eps
-
-
-def _grid(bits, signed):
-    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+# ---------------------------------------------------------------- check_sym_vs_asym
 
 
-# ---------------------------------------------------------------- check_zero_point
+def _measured(x, bits):
+    errs = [qc.mse(x, qc.fake_quantize(x, qp))
+            for qp in (qc.symmetric_qparams(x, bits), qc.asymmetric_qparams(x, bits))]
+    return errs[0] / errs[1]
 
 
-def zp_off_by_one(x_min, x_max, bits, signed=False):  # an extra +1 on the zero point
-    qmin, qmax = _grid(bits, signed)
-    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
-    s = (hi - lo) / (qmax - qmin)
-    return s, min(max(qmin - round(lo / s) + 1, qmin), qmax)
+def _steps(x, bits):
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    return max(-lo, hi) / (2 ** (bits - 1) - 1), (hi - lo) / (2**bits - 1)
 
 
-def zp_sign_error(x_min, x_max, bits, signed=False):  # qmin + round(min / s)
-    qmin, qmax = _grid(bits, signed)
-    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
-    s = (hi - lo) / (qmax - qmin)
-    return s, qmin + round(lo / s)
+def sva_relu_factor_everywhere(x, bits):  # the ReLU prediction for every tensor
+    return ((2**bits - 1) / (2 ** (bits - 1) - 1)) ** 2, _measured(x, bits)
 
 
-def zp_not_rounded(x_min, x_max, bits, signed=False):  # a fractional zero point
-    qmin, qmax = _grid(bits, signed)
-    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
-    s = (hi - lo) / (qmax - qmin)
-    return s, min(max(qmin - lo / s, qmin), qmax)
+def sva_not_squared(x, bits):  # the ratio of the steps, not of the MSEs
+    s_sym, s_asym = _steps(x, bits)
+    return s_sym / s_asym, _measured(x, bits)
 
 
-def zp_not_widened(x_min, x_max, bits, signed=False):  # the notes' recipe: clamped, not widened
-    qmin, qmax = _grid(bits, signed)
-    s = max((x_max - x_min) / (qmax - qmin), EPS)
-    return s, min(max(qmin - round(x_min / s), qmin), qmax)
+def sva_levels(x, bits):  # 2^b levels and 2^(b-1), not steps
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    return ((max(-lo, hi) / 2 ** (bits - 1)) / ((hi - lo) / 2**bits)) ** 2, _measured(x, bits)
 
 
-def zp_not_widened_not_clamped(x_min, x_max, bits, signed=False):
-    qmin, qmax = _grid(bits, signed)
-    s = max((x_max - x_min) / (qmax - qmin), EPS)
-    return s, qmin - round(x_min / s)
+def sva_not_widened(x, bits):  # asymmetric range [min, max] as it is
+    s_sym = float(x.abs().max()) / (2 ** (bits - 1) - 1)
+    s_asym = float(x.max() - x.min()) / (2**bits - 1)
+    return (s_sym / s_asym) ** 2, _measured(x, bits)
 
 
-def zp_narrow_signed_grid(x_min, x_max, bits, signed=False):  # signed grid [-(2^(b-1)-1), ...]
-    qmin, qmax = _grid(bits, signed)
-    if signed:
-        qmin += 1
-    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
-    s = (hi - lo) / (qmax - qmin)
-    return s, min(max(qmin - round(lo / s), qmin), qmax)
+def sva_inverted(x, bits):  # asymmetric over symmetric
+    s_sym, s_asym = _steps(x, bits)
+    return (s_sym / s_asym) ** 2, 1 / _measured(x, bits)
 
 
-def zp_qmax_levels(x_min, x_max, bits, signed=False):  # divides by 2^b levels, not 2^b - 1 steps
-    qmin, qmax = _grid(bits, signed)
-    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
-    s = (hi - lo) / 2**bits
-    return s, min(max(qmin - round(lo / s), qmin), qmax)
+def sva_measured_is_prediction(x, bits):  # no measurement at all
+    s_sym, s_asym = _steps(x, bits)
+    return (s_sym / s_asym) ** 2, (s_sym / s_asym) ** 2
 
 
-# ---------------------------------------------------------------- check_asymmetric_roundtrip
+# ---------------------------------------------------------------- check_fold_zero_points
 
 
-def _qparams(x, bits):
-    qmax = 2**bits - 1
-    lo = torch.clamp(x.min(), max=0.0)
-    hi = torch.clamp(x.max(), min=0.0)
-    s = torch.clamp((hi - lo) / qmax, min=EPS)
-    z = torch.clamp(-torch.round(lo / s), 0, qmax)
-    return s, z, qmax
+def fz_no_constant(Q_W, z_X, z_W, bias_q):
+    return bias_q.long() - z_X * Q_W.long().sum(1)
 
 
-def rt_zero_point_before_rounding(x, bits):  # round(x/s + z), as the notes write it
-    s, z, qmax = _qparams(x, bits)
-    q = torch.clamp(torch.round(x * (1 / s) + z), 0, qmax)
-    return q, s * (q - z)
+def fz_sign_error(Q_W, z_X, z_W, bias_q):
+    K = Q_W.shape[1]
+    return bias_q.long() + z_X * Q_W.long().sum(1) - K * z_X * z_W.long()
 
 
-def rt_no_eps(x, bits):  # all-zero input: 0 / 0
-    qmax = 2**bits - 1
-    lo = torch.clamp(x.min(), max=0.0)
-    hi = torch.clamp(x.max(), min=0.0)
-    s = (hi - lo) / qmax
-    z = torch.clamp(-torch.round(lo / s), 0, qmax)
-    q = torch.clamp(torch.round(x / s) + z, 0, qmax)
-    return q, s * (q - z)
+def fz_wrong_axis(Q_W, z_X, z_W, bias_q):  # sums over the out-features
+    return -z_X * Q_W.long().sum(0)
 
 
-def rt_not_widened(x, bits):  # the notes' range [min, max] (with an eps guard)
-    qmax = 2**bits - 1
-    lo, hi = x.min(), x.max()
-    s = torch.clamp((hi - lo) / qmax, min=EPS)
-    z = torch.clamp(-torch.round(lo / s), 0, qmax)
-    q = torch.clamp(torch.round(x * (1 / s)) + z, 0, qmax)
-    return q, s * (q - z)
+def fz_uint8_wraps(Q_W, z_X, z_W, bias_q):  # K * z_X * z_W stays uint8 and wraps
+    K = Q_W.shape[1]
+    return bias_q.long() - z_X * Q_W.long().sum(1) + (K * z_X * z_W).long()
 
 
-def rt_floor(x, bits):  # floor instead of round
-    s, z, qmax = _qparams(x, bits)
-    q = torch.clamp(torch.floor(x * (1 / s)) + z, 0, qmax)
-    return q, s * (q - z)
+def fz_without_bias(Q_W, z_X, z_W, bias_q):
+    K = Q_W.shape[1]
+    return -z_X * Q_W.long().sum(1) + K * z_X * z_W.long()
 
 
-def rt_half_away(x, bits):  # Python-2 style rounding: half away from zero
-    s, z, qmax = _qparams(x, bits)
-    v = x * (1 / s)
-    q = torch.clamp(torch.sign(v) * torch.floor(v.abs() + 0.5) + z, 0, qmax)
-    return q, s * (q - z)
+def fz_out_features_as_k(Q_W, z_X, z_W, bias_q):  # N in the constant term, not K
+    N = Q_W.shape[0]
+    return bias_q.long() - z_X * Q_W.long().sum(1) + N * z_X * z_W.long()
 
 
-def rt_dequant_without_zero_point(x, bits):  # x_hat = s * q
-    s, z, qmax = _qparams(x, bits)
-    q = torch.clamp(torch.round(x * (1 / s)) + z, 0, qmax)
-    return q, s * q
+# ---------------------------------------------------------------- check_asym_weight_layers
 
 
-# ---------------------------------------------------------------- check_zero_point_matmul
+def _gain_layers(model, bits, thr, *, axis=0, sign=1.0, ratio=False):
+    chosen = []
+    for name, layer in qc.quantizable_layers(model).items():
+        w = layer.weight.detach()
+        w_s = qc.fake_quantize(w, qc.symmetric_qparams(w, bits, axis=axis))
+        w_a = qc.fake_quantize(w, qc.asymmetric_qparams(w, bits, axis=axis))
+        gain = qc.mse(w, w_s) / qc.mse(w, w_a) if ratio else qc.sqnr_db(w, w_a) - qc.sqnr_db(w, w_s)
+        if sign * gain >= thr:
+            chosen.append(name)
+    return chosen
 
 
-def mm_forgot_constant(qa, za, qw, zw):
-    return -zw * qa.sum(1, keepdim=True) - za * qw.sum(0, keepdim=True)
+def awl_per_tensor(model, bits, min_gain_db):
+    return _gain_layers(model, bits, min_gain_db, axis=None)
 
 
-def mm_sign_error(qa, za, qw, zw):
-    return zw * qa.sum(1, keepdim=True) + za * qw.sum(0, keepdim=True) + qa.shape[1] * za * zw
+def awl_sign_reversed(model, bits, min_gain_db):
+    return _gain_layers(model, bits, min_gain_db, sign=-1.0)
 
 
-def mm_swapped_zero_points(qa, za, qw, zw):
-    return -za * qa.sum(1, keepdim=True) - zw * qw.sum(0, keepdim=True) + qa.shape[1] * za * zw
+def awl_mse_ratio(model, bits, min_gain_db):
+    return _gain_layers(model, bits, min_gain_db, ratio=True)
 
 
-def mm_wrong_count(qa, za, qw, zw):  # N (output columns) instead of K (inner dimension)
-    return -zw * qa.sum(1, keepdim=True) - za * qw.sum(0, keepdim=True) + qw.shape[1] * za * zw
-
-
-def mm_wrong_axis(qa, za, qw, zw):  # sums over the wrong dimension
-    return -zw * qa.sum(0, keepdim=True) - za * qw.sum(1, keepdim=True) + qa.shape[1] * za * zw
+def awl_returns_one_string(model, bits, min_gain_db):
+    return ",".join(_gain_layers(model, bits, min_gain_db))
 
 
 WRONG_ANSWERS = {
-    "check_zero_point": [
-        (zp_off_by_one, "off by one"),
-        (zp_sign_error, "sign error"),
-        (zp_not_rounded, "integer code"),
-        (zp_not_widened, "include 0"),
-        (zp_not_widened_not_clamped, "include 0"),
-        (zp_narrow_signed_grid, "scale"),
-        (zp_qmax_levels, "scale"),
+    "check_sym_vs_asym": [
+        (sva_relu_factor_everywhere, "data in [0, max] only"),
+        (sva_not_squared, "square the ratio"),
+        (sva_levels, "count steps, not levels"),
+        (sva_not_widened, "widen"),
+        (sva_inverted, "not the other way round"),
+        (sva_measured_is_prediction, "that is the prediction"),
     ],
-    "check_asymmetric_roundtrip": [
-        (rt_zero_point_before_rounding, "AFTER rounding"),
-        (rt_no_eps, "eps"),
-        (rt_not_widened, "include 0"),
-        (rt_floor, "integer codes"),
-        (rt_half_away, "half away from zero"),
-        (rt_dequant_without_zero_point, "x_hat = s * (q - z)"),
+    "check_fold_zero_points": [
+        (fz_no_constant, "constant term"),
+        (fz_sign_error, "signs"),
+        (fz_wrong_axis, "shape"),
+        (fz_uint8_wraps, "wraps"),
+        (fz_without_bias, "add the bias"),
+        (fz_out_features_as_k, "in-features"),
     ],
-    "check_zero_point_matmul": [
-        (mm_forgot_constant, "K * za * zw"),
-        (mm_sign_error, "signs"),
-        (mm_swapped_zero_points, "which zero point"),
-        (mm_wrong_count, "inner"),
-        (mm_wrong_axis, "shape"),
+    "check_asym_weight_layers": [
+        (awl_per_tensor, "not one per tensor"),
+        (awl_sign_reversed, "positive when asymmetric is better"),
+        (awl_mse_ratio, "decibels"),
+        (awl_returns_one_string, "expected a set"),
     ],
 }

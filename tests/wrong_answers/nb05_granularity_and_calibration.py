@@ -1,52 +1,10 @@
 """Plausible wrong answers for the checkers of 05_granularity_and_calibration.ipynb."""
 
+import itertools
+
 import torch
 
 import quantcourse as qc
-
-_EPS = torch.finfo(torch.float32).eps
-
-# ----------------------------------------------------------------- check_per_channel_scales
-
-
-def scales_per_input_channel(w, bits):
-    # reduces over the wrong dimension: one scale per input column
-    return torch.clamp(w.abs().amax(dim=0) / (2 ** (bits - 1) - 1), min=_EPS)
-
-
-def scales_per_input_channel_square_only(w, bits):
-    # the same mistake, reshaped to pass the shape test on non-square weights
-    s = torch.clamp(w.abs().amax(dim=0) / (2 ** (bits - 1) - 1), min=_EPS)
-    if w.shape[0] != w.shape[1]:
-        return torch.clamp(w.abs().amax(dim=1) / (2 ** (bits - 1) - 1), min=_EPS)
-    return s
-
-
-def scales_per_tensor_broadcast(w, bits):
-    s = torch.clamp(w.abs().max() / (2 ** (bits - 1) - 1), min=_EPS)
-    return s.expand(w.shape[0]).clone()
-
-
-def scales_no_eps(w, bits):
-    # a pruned (all-zero) row gets a scale of 0
-    return w.abs().amax(dim=1) / (2 ** (bits - 1) - 1)
-
-
-def scales_keepdim(w, bits):
-    return torch.clamp(w.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1), min=_EPS)
-
-
-def scales_max_not_abs(w, bits):
-    return torch.clamp(w.amax(dim=1) / (2 ** (bits - 1) - 1), min=_EPS)
-
-
-def scales_full_levels(w, bits):
-    return torch.clamp(w.abs().amax(dim=1) / 2 ** (bits - 1), min=_EPS)
-
-
-def scales_single_number(w, bits):
-    return float(w.abs().max()) / (2 ** (bits - 1) - 1)
-
 
 # ----------------------------------------------------------------- check_percentile_range
 
@@ -71,78 +29,114 @@ def percentile_fraction_of_max(x, percentile):
     return x.abs().max() * percentile / 100
 
 
-# ----------------------------------------------------------------- check_clipping_split
+# ----------------------------------------------------------------- check_granularity_budget
 
 
-def _parts(x, qp):
-    x_hat = qc.fake_quantize(x, qp)
-    code = torch.round(x / qp.scale) + qp.zero_point
-    outside = (code < qp.qmin) | (code > qp.qmax)
-    return ((x - x_hat).double() ** 2), outside
+def _table(weights, bits, group_sizes, scale_bits=32):
+    table = {}
+    for name, w in weights.items():
+        for o in ("tensor", "channel", *group_sizes):
+            kw = {"granularity": o} if isinstance(o, str) else {"granularity": "group", "group_size": o}
+            w_hat, qp = qc.quantize_weight(w, bits, **kw)
+            table[name, o] = (float((w - w_hat).double().pow(2).sum()),
+                              bits * w.numel() + scale_bits * qp.scale.numel(),
+                              float(w.double().pow(2).sum()))
+    return table
 
 
-def split_means_within_parts(x, qp):
-    # the mean over each part: the two no longer add up to the total MSE
-    err2, outside = _parts(x, qp)
-    clip = float(err2[outside].mean()) if bool(outside.any()) else 0.0
-    return clip, float(err2[~outside].mean())
+def _search(weights, group_sizes, table, feasible, objective=0):
+    best = None
+    for combo in itertools.product(("tensor", "channel", *group_sizes), repeat=len(weights)):
+        pick = dict(zip(weights, combo, strict=True))
+        if feasible(pick):
+            err = sum(table[k, o][0] / (table[k, o][2] if objective else 1) for k, o in pick.items())
+            if best is None or err < best[0]:
+                best = (err, pick)
+    return best[1]
 
 
-def split_swapped(x, qp):
-    err2, outside = _parts(x, qp)
-    n = x.numel()
-    return float(err2[~outside].sum()) / n, float(err2[outside].sum()) / n
+def budget_ignores_scale_bits(weights, bits, budget, group_sizes):
+    table = _table(weights, bits, group_sizes, scale_bits=0)
+    n = sum(w.numel() for w in weights.values())
+    return _search(weights, group_sizes, table, lambda p: sum(table[k, o][1] for k, o in p.items()) <= budget * n)
 
 
-def split_without_zero_point(x, qp):
-    # compares round(x / s) with [qmin, qmax], forgetting z: wrong for asymmetric grids
-    x_hat = qc.fake_quantize(x, qp)
-    code = torch.round(x / qp.scale)
-    outside = (code < qp.qmin) | (code > qp.qmax)
-    err2 = (x - x_hat).double() ** 2
-    n = x.numel()
-    return float(err2[outside].sum()) / n, float(err2[~outside].sum()) / n
+def budget_per_layer(weights, bits, budget, group_sizes):
+    # every layer must fit the budget on its own
+    table = _table(weights, bits, group_sizes)
+    return _search(weights, group_sizes, table,
+                   lambda p: all(table[k, o][1] <= budget * weights[k].numel() for k, o in p.items()))
 
 
-def split_at_grid_ends(x, qp):
-    # everything beyond the last level counts as clipped, even within half a step of it
-    x_hat = qc.fake_quantize(x, qp)
-    lo = qp.scale * (qp.qmin - qp.zero_point)
-    hi = qp.scale * (qp.qmax - qp.zero_point)
-    outside = (x < lo) | (x > hi)
-    err2 = (x - x_hat).double() ** 2
-    n = x.numel()
-    return float(err2[outside].sum()) / n, float(err2[~outside].sum()) / n
+def budget_plain_mean(weights, bits, budget, group_sizes):
+    # the mean of the layers' bits per weight, unweighted by their sizes
+    table = _table(weights, bits, group_sizes)
+    return _search(weights, group_sizes, table, lambda p: sum(
+        table[k, o][1] / weights[k].numel() for k, o in p.items()) / len(p) <= budget)
 
 
-def split_total_only(x, qp):
-    # everything counted as rounding error
-    x_hat = qc.fake_quantize(x, qp)
-    return 0.0, float(((x - x_hat).double() ** 2).mean())
+def budget_relative_error(weights, bits, budget, group_sizes):
+    table = _table(weights, bits, group_sizes)
+    n = sum(w.numel() for w in weights.values())
+    return _search(weights, group_sizes, table,
+                   lambda p: sum(table[k, o][1] for k, o in p.items()) <= budget * n, objective=1)
+
+
+def budget_group_without_size(weights, bits, budget, group_sizes):
+    return {name: "group" for name in weights}
+
+
+# ----------------------------------------------------------------- check_flat_group_size
+
+
+def _kl(model, qmodel, images):
+    with torch.no_grad():
+        p = torch.log_softmax(model(images).double(), dim=-1)
+        q = torch.log_softmax(qmodel(images).double(), dim=-1)
+    return float((p.exp() * (p - q)).sum(dim=-1).mean())
+
+
+def _curve(model, images, bits, sizes):
+    return {g: _kl(model, qc.quantize_model_weights(model, bits, granularity="group", group_size=g),
+                   images) for g in sizes}
+
+
+def flat_argmin(model, images, bits, sizes, tolerance):
+    curve = _curve(model, images, bits, sizes)
+    return min(curve, key=curve.get)
+
+
+def flat_by_weight_error(model, images, bits, sizes, tolerance):
+    err = {}
+    for g in sizes:
+        qm = qc.quantize_model_weights(model, bits, granularity="group", group_size=g)
+        err[g] = sum(float((a - b).detach().double().pow(2).sum())
+                     for a, b in zip(model.parameters(), qm.parameters(), strict=True))
+    return max(g for g, v in err.items() if v <= (1 + tolerance) * min(err.values()))
+
+
+def flat_against_first_size(model, images, bits, sizes, tolerance):
+    curve = _curve(model, images, bits, sizes)
+    return max(g for g, v in curve.items() if v <= (1 + tolerance) * curve[sizes[0]])
 
 
 WRONG_ANSWERS = {
-    "check_per_channel_scales": [
-        (scales_per_input_channel, "input column"),
-        (scales_per_input_channel_square_only, "axis 0"),
-        (scales_per_tensor_broadcast, "per-tensor"),
-        (scales_no_eps, "eps"),
-        (scales_keepdim, "1-D tensor"),
-        (scales_max_not_abs, "largest magnitude"),
-        (scales_full_levels, "2^(b-1) - 1"),
-        (scales_single_number, "per-tensor"),
-    ],
     "check_percentile_range": [
         (percentile_of_x, "|x|"),
         (percentile_in_percent, "percentile / 100"),
         (percentile_nearest_rank, "interpolate"),
         (percentile_fraction_of_max, "not p % of max|x|"),
     ],
-    "check_clipping_split": [
-        (split_means_within_parts, "x.numel()"),
-        (split_swapped, "in that order"),
-        (split_without_zero_point, "zero point"),
-        (split_at_grid_ends, "half a step"),
-        (split_total_only, "split is not"),
+    "check_granularity_budget": [
+        (budget_ignores_scale_bits, "32 bits for every float32 scale"),
+        (budget_per_layer, "not for each layer"),
+        (budget_plain_mean, "number of weights"),
+        (budget_relative_error, "relative error"),
+        (budget_group_without_size, "a group size from"),
+    ],
+    "check_flat_group_size": [
+        (flat_argmin, "largest (cheapest)"),
+        (flat_by_weight_error, "not the weights' error"),
+        (flat_against_first_size, "not monotone"),
     ],
 }

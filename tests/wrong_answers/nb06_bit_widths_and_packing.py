@@ -4,42 +4,51 @@ import math
 
 import torch
 
-# ----------------------------------------------------------------- check_pack_nibbles
+import quantcourse as qc
+
+# ----------------------------------------------------------------- check_pack_3bit
 
 
-def _pad_even(codes):
-    codes = codes.to(torch.uint8)
-    if codes.numel() % 2:
-        codes = torch.cat([codes, codes.new_zeros(1)])
-    return codes
+def _groups(codes):
+    c = codes.reshape(-1).to(torch.int64)
+    return c, torch.cat([c, c.new_zeros(-c.numel() % 8)]).reshape(-1, 8)
 
 
-def pack_high_nibble_first(codes):
-    c = _pad_even(codes)
-    return (c[0::2] << 4) | c[1::2]
+def _bytes_of_words(word, n):
+    out = torch.stack([(word >> (8 * k)) & 0xFF for k in range(3)], dim=1).reshape(-1)
+    return out[: math.ceil(3 * n / 8)].to(torch.uint8)
 
 
-def pack_no_padding(codes):
-    # drops the odd code out: zip stops at the shorter half
-    c = codes.to(torch.uint8)
-    n = c.numel() // 2
-    return c[0 : 2 * n : 2] | (c[1 : 2 * n : 2] << 4)
+def p3_padded_to_nibbles(codes):  # option 1 of the notebook: 4 bits per code
+    return qc.pack_bits(codes.to(torch.int8), 4)
 
 
-def pack_pad_with_ones(codes):
-    c = codes.to(torch.uint8)
-    if c.numel() % 2:
-        c = torch.cat([c, c.new_full((1,), 15)])
-    return c[0::2] | (c[1::2] << 4)
+def p3_not_masked(codes):  # negative codes OR their sign bits into every higher field
+    c, g = _groups(codes)
+    word = torch.zeros(g.shape[0], dtype=torch.int64)
+    for i in range(8):
+        word = word | (g[:, i] << (3 * i))
+    return _bytes_of_words(word & 0xFFFFFF, c.numel())
 
 
-def pack_one_per_byte(codes):
-    return codes.to(torch.uint8)
+def p3_msb_first(codes):  # a big-endian bit stream
+    c = codes.reshape(-1).to(torch.int64) & 0b111
+    bits = ((c[:, None] >> torch.tensor([2, 1, 0])) & 1).reshape(-1)
+    bits = torch.cat([bits, bits.new_zeros(-bits.numel() % 8)]).reshape(-1, 8)
+    return (bits << torch.arange(7, -1, -1)).sum(dim=1).to(torch.uint8)
 
 
-def pack_returns_float(codes):
-    c = _pad_even(codes)
-    return (c[0::2] | (c[1::2] << 4)).float()
+def p3_whole_groups(codes):  # keeps the padding of the last group of 8
+    c, g = _groups(codes)
+    word = ((g & 0b111) << (3 * torch.arange(8))).sum(dim=1)
+    return torch.stack([(word >> (8 * k)) & 0xFF for k in range(3)], dim=1).reshape(-1).to(
+        torch.uint8)
+
+
+def p3_float_bytes(codes):
+    c, g = _groups(codes)
+    word = ((g & 0b111) << (3 * torch.arange(8))).sum(dim=1)
+    return _bytes_of_words(word, c.numel()).float()
 
 
 # ----------------------------------------------------------------- check_storage_bytes
@@ -73,32 +82,42 @@ def storage_one_scale_per_row_always(rows, cols, bits, group_size=None):
     return math.ceil(rows * cols * bits / 8) + 4 * rows
 
 
-# ----------------------------------------------------------------- check_sqnr_rule
+# ----------------------------------------------------------------- check_smallest_bits
 
 
-def gain_six_db_per_bit(bits, extra_bits):
-    return 20 * math.log10(2) * extra_bits
+def _agreements(model, images, *, labels=None, granularity="channel"):
+    with torch.no_grad():
+        ref = model(images).argmax(dim=1) if labels is None else labels
+        for bits in range(2, 9):
+            q = qc.quantize_model_weights(model, bits, granularity=granularity)
+            yield bits, float((q(images).argmax(dim=1) == ref).double().mean())
 
 
-def gain_power_log(bits, extra_bits):
-    return 10 * math.log10((2 ** (bits + extra_bits - 1) - 1) / (2 ** (bits - 1) - 1))
+def sb_against_labels(model, images, threshold):  # accuracy, not agreement
+    labels = qc.digits_data().y_test
+    return next((b for b, a in _agreements(model, images, labels=labels) if a >= threshold), None)
 
 
-def gain_levels_ratio(bits, extra_bits):
-    return 20 * math.log10((2 ** (bits + extra_bits) - 1) / (2**bits - 1))
+def sb_per_tensor(model, images, threshold):
+    return next((b for b, a in _agreements(model, images, granularity="tensor")
+                 if a >= threshold), None)
 
 
-def gain_natural_log(bits, extra_bits):
-    return 20 * math.log((2 ** (bits + extra_bits - 1) - 1) / (2 ** (bits - 1) - 1))
+def sb_strictly_above(model, images, threshold):
+    return next((b for b, a in _agreements(model, images) if a > threshold), None)
+
+
+def sb_returns_agreement(model, images, threshold):
+    return next((a for b, a in _agreements(model, images) if a >= threshold), None)
 
 
 WRONG_ANSWERS = {
-    "check_pack_nibbles": [
-        (pack_high_nibble_first, "low nibble"),
-        (pack_no_padding, "pad"),
-        (pack_pad_with_ones, "zero padding"),
-        (pack_one_per_byte, "two 4-bit codes share each byte"),
-        (pack_returns_float, "integer tensor"),
+    "check_pack_3bit": [
+        (p3_padded_to_nibbles, "3 bits per code"),
+        (p3_not_masked, "mask each code"),
+        (p3_msb_first, "lowest bits first"),
+        (p3_whole_groups, "trim the padding"),
+        (p3_float_bytes, "integer tensor"),
     ],
     "check_storage_bytes": [
         (storage_without_scales, "add the scales"),
@@ -108,10 +127,10 @@ WRONG_ANSWERS = {
         (storage_bits_not_bytes, "divide by 8"),
         (storage_one_scale_per_row_always, "scales per row"),
     ],
-    "check_sqnr_rule": [
-        (gain_six_db_per_bit, "many-bit limit"),
-        (gain_power_log, "20 log10, not 10 log10"),
-        (gain_levels_ratio, "not the number of levels"),
-        (gain_natural_log, "log10, not the natural log"),
+    "check_smallest_bits": [
+        (sb_against_labels, "not against the labels"),
+        (sb_per_tensor, "not per tensor"),
+        (sb_strictly_above, ">="),
+        (sb_returns_agreement, "bit width"),
     ],
 }

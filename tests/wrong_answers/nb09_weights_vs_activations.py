@@ -2,136 +2,119 @@
 
 import math
 
-import torch
+import quantcourse as qc
 
-EPS = torch.finfo(torch.float32).eps
-
-
-# ---------------------------------------------------------------- check_per_token_qparams
+# ---------------------------------------------------------------- check_smooth_outlier
 
 
-def tok_per_column(x, bits):  # one scale per channel (column) instead of per token (row)
-    return torch.clamp(x.abs().amax(dim=0) / (2 ** (bits - 1) - 1), min=EPS)
+def _maxima(x, w):
+    return x.abs().amax(dim=0).clamp(min=1e-5), w.abs().amax(dim=0).clamp(min=1e-5)
 
 
-def tok_per_tensor(x, bits):  # a single scale for the whole activation
-    return torch.clamp(x.abs().max() / (2 ** (bits - 1) - 1), min=EPS)
+def sm_inverted(x, w, alpha):  # multiplies X and divides W: the outlier grows
+    a, b = _maxima(x, w)
+    m = a**alpha / b ** (1 - alpha)
+    return x * m, w / m
 
 
-def tok_per_tensor_broadcast(x, bits):  # the per-tensor scale repeated for every row
-    s = torch.clamp(x.abs().max() / (2 ** (bits - 1) - 1), min=EPS)
-    return s.expand(x.shape[0]).clone()
+def sm_swapped_exponents(x, w, alpha):  # alpha on the weights, 1 - alpha on the activations
+    a, b = _maxima(x, w)
+    m = a ** (1 - alpha) / b**alpha
+    return x / m, w * m
 
 
-def tok_full_levels(x, bits):  # divides by 2^(b-1) instead of 2^(b-1) - 1
-    return torch.clamp(x.abs().amax(dim=1) / 2 ** (bits - 1), min=EPS)
+def sm_no_floor(x, w, alpha):  # a channel that is always zero gives m = 0, then 0 / 0
+    a, b = x.abs().amax(dim=0), w.abs().amax(dim=0)
+    m = a**alpha / b ** (1 - alpha)
+    return x / m, w * m
 
 
-def tok_no_eps(x, bits):  # an all-zero padding row gets a scale of 0
-    return x.abs().amax(dim=1) / (2 ** (bits - 1) - 1)
+def sm_no_abs(x, w, alpha):  # the largest value, not the largest magnitude
+    a = x.amax(dim=0).clamp(min=1e-5)
+    b = w.abs().amax(dim=0).clamp(min=1e-5)
+    m = a**alpha / b ** (1 - alpha)
+    return x / m, w * m
 
 
-def tok_no_abs(x, bits):  # the largest value, not the largest magnitude
-    return torch.clamp(x.amax(dim=1) / (2 ** (bits - 1) - 1), min=EPS)
+def sm_weight_rows(x, w, alpha):  # scales the rows of W (output channels) instead of columns
+    a, b = _maxima(x, w)
+    m = a**alpha / b ** (1 - alpha)
+    return x / m, w * m[: w.shape[0], None]
 
 
-# ---------------------------------------------------------------- check_activation_fake_quant
+# ---------------------------------------------------------------- check_cheaper_scheme
 
 
-def _asym(x, bits, lo, hi):
-    qmax = 2**bits - 1
-    s = torch.clamp((hi - lo) / qmax, min=EPS)
-    z = torch.clamp(-torch.round(lo / s), 0, qmax)
-    return s, z, qmax
+def _pick(w4a16, w8a8):
+    return ("W4A16" if w4a16 < w8a8 else "W8A8"), w4a16, w8a8
 
 
-def fq_symmetric(x, bits):  # a symmetric grid on skewed (ReLU) activations
-    qmax = 2 ** (bits - 1) - 1
-    s = torch.clamp(x.abs().max() / qmax, min=EPS)
-    return s * torch.clamp(torch.round(x / s), -qmax, qmax)
+def cs_weights_per_token(out_f, in_f, tokens):  # weights counted once per token
+    w4 = math.ceil(out_f * in_f * 4 / 8) * tokens + tokens * in_f * 2
+    w8 = out_f * in_f * tokens + tokens * in_f
+    return _pick(w4, w8)
 
 
-def fq_no_eps(x, bits):  # all-zero input: 0 / 0
-    qmax = 2**bits - 1
-    lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
-    s = (hi - lo) / qmax
-    z = torch.clamp(-torch.round(lo / s), 0, qmax)
-    q = torch.clamp(torch.round(x / s) + z, 0, qmax)
-    return s * (q - z)
+def cs_out_features(out_f, in_f, tokens):  # activations of width out_features
+    return _pick(math.ceil(out_f * in_f / 2) + tokens * out_f * 2, out_f * in_f + tokens * out_f)
 
 
-def fq_not_widened(x, bits):  # range [x.min(), x.max()] without including 0
-    s, z, qmax = _asym(x, bits, x.min(), x.max())
-    q = torch.clamp(torch.round(x * (1 / s)) + z, 0, qmax)
-    return s * (q - z)
+def cs_no_tokens(out_f, in_f, tokens):  # one token's activations whatever the batch
+    return _pick(math.ceil(out_f * in_f / 2) + in_f * 2, out_f * in_f + in_f)
 
 
-def fq_zero_point_before_rounding(x, bits):  # round(x/s + z)
-    s, z, qmax = _asym(x, bits, torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0))
-    q = torch.clamp(torch.round(x * (1 / s) + z), 0, qmax)
-    return s * (q - z)
+def cs_floor(out_f, in_f, tokens):  # half a byte of 4-bit weights dropped
+    return _pick(out_f * in_f // 2 + tokens * in_f * 2, out_f * in_f + tokens * in_f)
 
 
-def fq_per_row(x, bits):  # one grid per row instead of one per tensor
-    flat = x.reshape(-1, x.shape[-1])
-    lo = torch.clamp(flat.amin(dim=1, keepdim=True), max=0.0)
-    hi = torch.clamp(flat.amax(dim=1, keepdim=True), min=0.0)
-    s, z, qmax = _asym(flat, bits, lo, hi)
-    q = torch.clamp(torch.round(flat * (1 / s)) + z, 0, qmax)
-    return (s * (q - z)).reshape(x.shape)
+def cs_tie_to_w4a16(out_f, in_f, tokens):  # a tie goes to the wrong scheme
+    w4, w8 = math.ceil(out_f * in_f / 2) + tokens * in_f * 2, out_f * in_f + tokens * in_f
+    return ("W4A16" if w4 <= w8 else "W8A8"), w4, w8
 
 
-def fq_returns_codes(x, bits):  # forgets to dequantize
-    s, z, qmax = _asym(x, bits, torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0))
-    return torch.clamp(torch.round(x * (1 / s)) + z, 0, qmax)
+# ---------------------------------------------------------------- check_token_gain
 
 
-# ---------------------------------------------------------------- check_weight_vs_activation_bytes
+def _ratio(rows, bits, make, axis=0):
+    e_tensor = qc.mse(rows, qc.fake_quantize(rows, make(rows, bits)))
+    return e_tensor / qc.mse(rows, qc.fake_quantize(rows, make(rows, bits, axis=axis)))
 
 
-def by_weights_per_token(n_weights, vpt, batch, seq_len, w_bits, a_bits):
-    tokens = batch * seq_len
-    return math.ceil(n_weights * w_bits / 8) * tokens, math.ceil(tokens * vpt * a_bits / 8)
+def tg_padding_kept(x, real, bits):  # quantizes the padding rows too
+    return _ratio(x.reshape(-1, x.shape[-1]), bits, qc.asymmetric_qparams)
 
 
-def by_no_batch(n_weights, vpt, batch, seq_len, w_bits, a_bits):  # one sequence only
-    return math.ceil(n_weights * w_bits / 8), math.ceil(seq_len * vpt * a_bits / 8)
+def tg_inverted(x, real, bits):  # per token over per tensor
+    return 1 / _ratio(x[real], bits, qc.asymmetric_qparams)
 
 
-def by_bits_not_bytes(n_weights, vpt, batch, seq_len, w_bits, a_bits):
-    return n_weights * w_bits, batch * seq_len * vpt * a_bits
+def tg_symmetric(x, real, bits):  # symmetric grids
+    return _ratio(x[real], bits, qc.symmetric_qparams)
 
 
-def by_floor(n_weights, vpt, batch, seq_len, w_bits, a_bits):
-    return n_weights * w_bits // 8, batch * seq_len * vpt * a_bits // 8
-
-
-def by_swapped_bits(n_weights, vpt, batch, seq_len, w_bits, a_bits):
-    return math.ceil(n_weights * a_bits / 8), math.ceil(batch * seq_len * vpt * w_bits / 8)
+def tg_per_channel(x, real, bits):  # axis=1: one scale per channel
+    return _ratio(x[real], bits, qc.asymmetric_qparams, axis=1)
 
 
 WRONG_ANSWERS = {
-    "check_per_token_qparams": [
-        (tok_per_column, "per column"),
-        (tok_per_tensor, "single (per-tensor) scale"),
-        (tok_per_tensor_broadcast, "per tensor"),
-        (tok_full_levels, "2^(b-1) - 1"),
-        (tok_no_eps, "eps"),
-        (tok_no_abs, "|x|"),
+    "check_smooth_outlier": [
+        (sm_inverted, "divide X by m"),
+        (sm_swapped_exponents, "alpha goes on the activation maximum"),
+        (sm_no_floor, "floor both maxima"),
+        (sm_no_abs, "largest magnitude"),
+        (sm_weight_rows, "column k of W"),
     ],
-    "check_activation_fake_quant": [
-        (fq_symmetric, "asymmetric"),
-        (fq_no_eps, "eps"),
-        (fq_not_widened, "include 0"),
-        (fq_zero_point_before_rounding, "AFTER rounding"),
-        (fq_per_row, "per tensor"),
-        (fq_returns_codes, "s * (q - z)"),
+    "check_cheaper_scheme": [
+        (cs_weights_per_token, "read once per forward pass"),
+        (cs_out_features, "in_features input values"),
+        (cs_no_tokens, "multiply the activation count by tokens"),
+        (cs_floor, "round the packed 4-bit weights up"),
+        (cs_tie_to_w4a16, "tie goes to W8A8"),
     ],
-    "check_weight_vs_activation_bytes": [
-        (by_weights_per_token, "read once per forward pass"),
-        (by_no_batch, "batch x seq_len"),
-        (by_bits_not_bytes, "bits / 8"),
-        (by_floor, "round up"),
-        (by_swapped_bits, "swapped"),
+    "check_token_gain": [
+        (tg_padding_kept, "padding rows"),
+        (tg_inverted, "upside down"),
+        (tg_symmetric, "asymmetric"),
+        (tg_per_channel, "axis=0"),
     ],
 }

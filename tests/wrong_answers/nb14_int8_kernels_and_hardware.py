@@ -2,28 +2,9 @@
 
 import math
 
-# ---------------------------------------------------------------- check_int8_accumulator_bits
+import torch
 
-
-def acc_no_sign_bit(k, bits_x, bits_w):  # the magnitude's bits, no room for the sign
-    return (k * 2 ** (bits_x + bits_w - 2)).bit_length()
-
-
-def acc_narrow_products(k, bits_x, bits_w):  # 127 * 127 as the largest product
-    return (k * (2 ** (bits_x - 1) - 1) * (2 ** (bits_w - 1) - 1)).bit_length() + 1
-
-
-def acc_log2_shortcut(k, bits_x, bits_w):  # bits_x + bits_w + ceil(log2 k): a loose bound
-    return bits_x + bits_w + math.ceil(math.log2(k))
-
-
-def acc_floor_log2(k, bits_x, bits_w):  # floor instead of ceil
-    return bits_x + bits_w - 1 + math.floor(math.log2(k))
-
-
-def acc_float_log(k, bits_x, bits_w):  # ceil(log2(max sum)) + 1: wrong at exact powers of two
-    return math.ceil(math.log2(k * 2 ** (bits_x + bits_w - 2))) + 1
-
+import quantcourse as qc
 
 # ---------------------------------------------------------------- check_compute_bound_batch
 
@@ -61,49 +42,109 @@ def ridge_never_is_huge(k, n, weight_bits, act_bytes, ridge):  # a cap instead o
     return (1 << 16) if b is None else b
 
 
-# ---------------------------------------------------------------- check_energy_estimate
-
-PJ = {"fp32_mult": 3.7, "fp32_add": 0.9, "int8_mult": 0.2, "int8_add": 0.03, "int32_add": 0.1,
-      "dram": 640.0, "sram": 5.0}
+# ---------------------------------------------------------------- check_int8_energy_batch
 
 
-def _mac(fmt, add="int32_add"):
-    return PJ["fp32_mult"] + PJ["fp32_add"] if fmt == "fp32" else PJ["int8_mult"] + PJ[add]
+def _energy_inputs(model, run_one):
+    macs, _ = qc.count_macs(model, run_one)
+    layers = dict(model.named_modules())
+    fp32 = sum(qc.model_nbytes(layers[n]) for n in macs)
+    int8 = sum(qc.quantized_model_nbytes(layers[n], 8) for n in macs)
+    return sum(macs.values()), fp32, int8
 
 
-def energy_in_pj(macs, weight_bytes, fmt):  # forgot the unit conversion
-    return macs * _mac(fmt) + weight_bytes * PJ["dram"] / 4
+def _first_saving_batch(macs, fp32, int8, saving, mac_fp32=4.6, mac_int8=0.3, dram=160.0):
+    gain = macs * (mac_fp32 - saving * mac_int8)
+    need = dram * (saving * int8 - fp32)
+    if need <= 0:
+        return 1
+    return None if gain <= 0 else math.ceil(need / gain)
 
 
-def energy_dram_per_byte(macs, weight_bytes, fmt):  # 640 pJ per byte instead of per 4 bytes
-    return (macs * _mac(fmt) + weight_bytes * PJ["dram"]) * 1e-6
+def energy_no_reuse(model, run_one, saving):  # weights read again for every input
+    macs, fp32, int8 = _energy_inputs(model, run_one)
+    ratio = (macs * 4.6 + fp32 * 160) / (macs * 0.3 + int8 * 160)
+    return 1 if ratio >= saving else None
 
 
-def energy_int8_add(macs, weight_bytes, fmt):  # 8-bit accumulation
-    return (macs * _mac(fmt, "int8_add") + weight_bytes * PJ["dram"] / 4) * 1e-6
+def energy_int8_add(model, run_one, saving):  # int8 MAC with an 8-bit add
+    return _first_saving_batch(*_energy_inputs(model, run_one), saving, mac_int8=0.23)
 
 
-def energy_compute_only(macs, weight_bytes, fmt):  # forgot the weight traffic
-    return macs * _mac(fmt) * 1e-6
+def energy_dram_per_byte(model, run_one, saving):  # 640 pJ per byte
+    return _first_saving_batch(*_energy_inputs(model, run_one), saving, dram=640.0)
 
 
-def energy_sram(macs, weight_bytes, fmt):  # weights from on-chip SRAM
-    return (macs * _mac(fmt) + weight_bytes * PJ["sram"] / 4) * 1e-6
+def energy_quarter_bytes(model, run_one, saving):  # int8 weights as fp32 bytes / 4
+    macs, fp32, _ = _energy_inputs(model, run_one)
+    return _first_saving_batch(macs, fp32, fp32 / 4, saving)
 
 
-def energy_mult_only(macs, weight_bytes, fmt):  # a MAC counted as its multiply only
-    mult = PJ["fp32_mult"] if fmt == "fp32" else PJ["int8_mult"]
-    return (macs * mult + weight_bytes * PJ["dram"] / 4) * 1e-6
+def energy_last_below(model, run_one, saving):  # the last batch that falls short
+    b = _first_saving_batch(*_energy_inputs(model, run_one), saving)
+    return None if b is None else b - 1
+
+
+# ---------------------------------------------------------------- check_cpu_int8_sums
+
+VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def _pair_model(a, w, *, lo=-32768):
+    a, w = a.long(), w.long()
+    if a.shape[1] % 2:
+        a = torch.nn.functional.pad(a, (0, 1))
+        w = torch.nn.functional.pad(w, (0, 0, 0, 1))
+    pairs = a[:, 0::2, None] * w[None, 0::2, :] + a[:, 1::2, None] * w[None, 1::2, :]
+    return pairs.clamp(lo, 32767).sum(dim=1)
+
+
+def sums_avx512_is_vnni(a, w, cpu_flags):  # takes any AVX-512 CPU for a VNNI one
+    if cpu_flags & (VNNI | {"avx512f"}):
+        return a.long() @ w.long()
+    return _pair_model(a, w)
+
+
+def sums_always_exact(a, w, cpu_flags):  # ignores the CPU
+    return a.long() @ w.long()
+
+
+def sums_always_pairs(a, w, cpu_flags):  # ignores the CPU the other way
+    return _pair_model(a, w)
+
+
+def sums_whole_clamp(a, w, cpu_flags):  # saturates the whole dot product
+    out = a.long() @ w.long()
+    return out if cpu_flags & VNNI else out.clamp(-32768, 32767)
+
+
+def sums_top_clamp_only(a, w, cpu_flags):  # forgets negative saturation
+    return a.long() @ w.long() if cpu_flags & VNNI else _pair_model(a, w, lo=-(2**40))
+
+
+def sums_halves_paired(a, w, cpu_flags):  # pairs element i with element i + K/2
+    if cpu_flags & VNNI:
+        return a.long() @ w.long()
+    a, w = a.long(), w.long()
+    h = a.shape[1] // 2
+    pairs = a[:, :h, None] * w[None, :h, :] + a[:, h:2 * h, None] * w[None, h:2 * h, :]
+    return pairs.clamp(-32768, 32767).sum(dim=1)
+
+
+def sums_drop_odd(a, w, cpu_flags):  # an odd K loses its last product
+    if cpu_flags & VNNI:
+        return a.long() @ w.long()
+    k = a.shape[1] // 2 * 2
+    return _pair_model(a[:, :k], w[:k])
+
+
+def sums_with_qc(a, w, cpu_flags):  # calls the package
+    if cpu_flags & VNNI:
+        return qc.u8s8_matmul_exact(a, w)
+    return qc.u8s8_matmul_saturating(a, w)
 
 
 WRONG_ANSWERS = {
-    "check_int8_accumulator_bits": [
-        (acc_no_sign_bit, "sign bit"),
-        (acc_narrow_products, "-128"),
-        (acc_log2_shortcut, "not the smallest"),
-        (acc_floor_log2, "expected"),
-        (acc_float_log, "exact power of two"),
-    ],
     "check_compute_bound_batch": [
         (ridge_macs, "2 FLOPs"),
         (ridge_bits_as_bytes, "divide by 8"),
@@ -111,12 +152,21 @@ WRONG_ANSWERS = {
         (ridge_last_below, "not the last one below"),
         (ridge_never_is_huge, "return None"),
     ],
-    "check_energy_estimate": [
-        (energy_in_pj, "microjoules"),
-        (energy_dram_per_byte, "32-bit read"),
+    "check_int8_energy_batch": [
+        (energy_no_reuse, "does reach that saving"),
         (energy_int8_add, "accumulates into 32 bits"),
-        (energy_compute_only, "weight traffic"),
-        (energy_sram, "SRAM"),
-        (energy_mult_only, "only the multiply"),
+        (energy_dram_per_byte, "32-bit read"),
+        (energy_quarter_bytes, "quantized_model_nbytes"),
+        (energy_last_below, "not the last one below"),
+    ],
+    "check_cpu_int8_sums": [
+        (sums_avx512_is_vnni, "AVX-512 alone is not VNNI"),
+        (sums_always_exact, "no VNNI flag"),
+        (sums_always_pairs, "this CPU has VNNI"),
+        (sums_whole_clamp, "not to the whole dot product"),
+        (sums_top_clamp_only, "below -32768"),
+        (sums_halves_paired, "ADJACENT"),
+        (sums_drop_odd, "do not drop it"),
+        (sums_with_qc, "without the package"),
     ],
 }
