@@ -77,7 +77,7 @@ from .hardware import (
     u8s8_saturated_pairs,
 )
 from .hessian import TraceEstimate, gptq, gptq_hessian, hawq_sensitivity, hutchinson_trace
-from .kernels import int8_matmul, int8_matmul_path, int8_matmul_reference
+from .kernels import int8_activation_bits, int8_matmul, int8_matmul_path, int8_matmul_reference
 from .linear_kernels import quantize_per_token, w8a8_linear, weight_only_linear
 from .metrics import (
     cosine_similarity,
@@ -258,6 +258,7 @@ __all__ = [
     "hawq_sensitivity",
     "hutchinson_trace",
     "input_hooks",
+    "int8_activation_bits",
     "int8_matmul",
     "int8_matmul_path",
     "int8_matmul_reference",

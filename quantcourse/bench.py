@@ -11,8 +11,10 @@ Suites (``all`` runs every one; about 3 minutes on 2 CPU cores):
   kernels   per-tensor parameters + quantize of a 64 MiB float32 tensor against a plain copy,
             the naive ``abs().max()`` chain and PyTorch's fused (deprecated) quantize op.
   gemm      ``int8_matmul`` against a float32 matmul (CPU) or bfloat16 ``torch.mm`` (GPU).
-  linear    W8A8, fbgemm dynamic int8 (CPU), W8A16 and W4A16 linear layers against float32
-            ``nn.Linear`` (CPU) or bfloat16 / float16 (GPU), batch 1 to 512, several shapes.
+  linear    W8A8 (its int8 path and activation grid named per row), PyTorch's fbgemm dynamic
+            int8 (CPU; the W8A8 row's last column is fbgemm's time over W8A8's), W8A16 and
+            W4A16 linear layers against float32 ``nn.Linear`` (CPU) or bfloat16 (GPU), batch
+            1 to 512, several shapes.
   minilm    all-MiniLM-L6-v2 encoding the course corpus, float32 against int8 linear layers.
 """
 
@@ -221,8 +223,17 @@ def bench_gptq(device: str = "cpu", shape=(4096, 4096), rows: int = 2048, bits: 
 
 
 def _linear_cases(device: str):
-    return [(f"{name} ({cls.description})", cls.from_float)
-            for name, cls in quantized_linear_types(device).items()]
+    return [(name, cls) for name, cls in quantized_linear_types(device).items()]
+
+
+def _layer_label(name: str, cls: type, layer: nn.Module) -> str:
+    """The row's name: class, description, and for W8A8 its int8 path and activation grid."""
+    if isinstance(layer, W8A8Linear):
+        return f"{name} (per-token {layer.act_bits}-bit, path {layer.path})"
+    if isinstance(layer, FbgemmDynamicLinear):
+        bits = 7 if layer.reduce_range else 8
+        return f"{name} ({cls.description}: fbgemm, per-tensor {bits}-bit)"
+    return f"{name} ({cls.description})"
 
 
 def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
@@ -230,7 +241,8 @@ def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
     """Quantized linear layers against the float layer they replace, per batch size.
 
     ``shapes`` are ``(in_features, out_features)``. The baseline is float32 ``nn.Linear`` on
-    the CPU and a bfloat16 copy of it on a GPU.
+    the CPU and a bfloat16 copy of it on a GPU. Each W8A8 row names its int8 path and also
+    records ``ratio_to_torch_engine``: fbgemm's (PyTorch's own int8 engine) time over its own.
     """
     torch.manual_seed(0)
     records = []
@@ -240,11 +252,14 @@ def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
             base_layer, base_name = linear.to(torch.bfloat16), "bf16 nn.Linear"
         else:
             base_layer, base_name = linear, "fp32 nn.Linear"
-        layers = [(name, make(nn.Linear(k, n).to(device).eval())) for name, make in
-                  _linear_cases(device)]
+        layers = []
+        for name, cls in _linear_cases(device):
+            layer = cls.from_float(nn.Linear(k, n).to(device).eval())
+            layers.append((_layer_label(name, cls, layer), layer))
         for batch in batches:
             x = torch.randn(batch, k, device=device)
             xb = x.to(next(base_layer.parameters()).dtype)
+            rows = {}
             for name, layer in layers:
                 if progress:
                     progress(f"{name[:12]} {k}x{n} b{batch}")
@@ -252,8 +267,14 @@ def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
                     seconds, base_s = time_paired(lambda layer=layer, x=x: layer(x),
                                                   lambda xb=xb, bl=base_layer: bl(xb),
                                                   repeat=repeat, device=device)
-                records.append(_gemm_record(name, device, (batch, k, n), batch, seconds,
-                                            base_name, base_s))
+                rec = _gemm_record(name, device, (batch, k, n), batch, seconds, base_name,
+                                   base_s)
+                rec["path"] = getattr(layer, "path", None)
+                rows[type(layer)] = rec
+                records.append(rec)
+            if W8A8Linear in rows and FbgemmDynamicLinear in rows:
+                rows[W8A8Linear]["ratio_to_torch_engine"] = (
+                    rows[FbgemmDynamicLinear]["seconds"] / rows[W8A8Linear]["seconds"])
     return records
 
 
@@ -316,11 +337,11 @@ def _markdown(records: list[dict], machine: str) -> str:
         "medians of runs alternated with each other in this run.",
         "",
         "| suite | case | device | shape | seconds | throughput | baseline | baseline seconds "
-        "| ratio | ratio to torch fused |",
+        "| ratio | ratio to torch fused / engine |",
         "|---|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in records:
-        fused = r.get("ratio_to_torch_fused")
+        fused = r.get("ratio_to_torch_fused", r.get("ratio_to_torch_engine"))
         lines.append(
             f"| {r['suite']} | {r['case']} | {r['device']} | {'x'.join(map(str, r['shape']))} | "
             f"{r['seconds'] * 1e3:.2f} ms | {_fmt_extra(r)} | {r['baseline']} | "

@@ -3,10 +3,11 @@
 Introduced in ``14_int8_kernels_and_hardware.ipynb``; the layers that wrap them
 (``W8A8Linear``, ``W8A16Linear``, ``W4A16Linear``) are in ``qlinear``.
 
-* ``quantize_per_token(x)``: symmetric int8 codes with one scale per row of ``x`` flattened
-  to ``(-1, features)``.
-* ``w8a8_linear(x, w_q, w_scale, bias)``: per-token int8 activations times per-output-channel
-  int8 weights, int32 accumulation (``kernels.int8_matmul``), then the fused rescale
+* ``quantize_per_token(x, bits=8)``: symmetric codes with one scale per row of ``x``
+  flattened to ``(-1, features)``.
+* ``w8a8_linear(x, w_q, w_scale, bias, act_bits=8)``: per-token activations (8 bits, or 7:
+  the grid fbgemm multiplies exactly without VNNI) times per-output-channel int8 weights,
+  int32 accumulation (``kernels.int8_matmul``), then the fused rescale
   ``out = acc * (s_x[:, None] * s_w[None, :]) + bias``.
 * ``weight_only_linear(x, w_q, qp, bias)``: dequantize the weights, then a float matmul.
 
@@ -19,8 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_float_tensor
-from .affine import QParams, _check_qparams, _dequantize, _quantize, dequantize, symmetric_qparams
+from . import _int8_engines as _fb
+from ._validate import check_bits, check_bits_in, check_float_tensor, raise_nonfinite
+from .affine import _EPS, QParams, _check_qparams, _dequantize, dequantize, qrange
 from .kernels import int8_matmul
 
 __all__ = ["quantize_per_token", "w8a8_linear", "weight_only_linear"]
@@ -63,21 +65,37 @@ def _check_bias(bias: object, out_features: int, device: torch.device, fn: str) 
 # ---------------------------------------------------------------- functional linear kernels
 
 
+def _per_token_codes(x2: torch.Tensor, bits: int, fn: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (integer-valued float32) and scales of ``symmetric_qparams(x2, bits, axis=0)`` and
+    ``quantize``, bit for bit, without building a ``QParams`` (whose checks cost more than the
+    arithmetic at batch 1). ``x2`` is 2-D float32; raises for NaN or Inf."""
+    qmax = qrange(bits, signed=True, narrow_range=True)[1]
+    if x2.numel() == 0:
+        return x2.clone(), x2.new_full((x2.shape[0],), _EPS)
+    # max|x| per row is max(-min, max) exactly (abs is exact), and NaN or Inf anywhere in a
+    # row makes its scale non-finite. aminmax along a dimension is many times slower.
+    scale = x2.abs().amax(dim=1).div_(qmax).clamp_(min=_EPS)
+    if not bool(torch.isfinite(scale).all()):
+        raise_nonfinite(x2, fn)
+    codes = torch.mul(x2, torch.reciprocal(scale)[:, None]).round_().clamp_(-qmax, qmax)
+    return codes, scale
+
+
 def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, QParams]:
     """Symmetric codes with one scale per row of ``x`` flattened to ``(-1, x.shape[-1])``.
 
-    Returns ``(q, qp)``: ``q`` is 2-D ``(tokens, features)``, ``qp`` per channel along axis 0.
+    Returns ``(q, qp)``: ``q`` is 2-D ``(tokens, features)``, ``qp`` per channel along axis 0;
+    the same as ``symmetric_qparams(x2, bits, axis=0)`` and ``quantize``, bit for bit.
     """
     fn = "quantize_per_token"
     check_float_tensor(x, fn)
+    check_bits(bits, 2, 16, fn)
     if x.ndim == 0:
         raise ValueError(f"{fn}: need at least one dimension (the features), got a scalar")
-    x2 = x.reshape(-1, x.shape[-1])
-    # symmetric_qparams checks the data: a NaN or Inf anywhere shows up in a row's min/max,
-    # so quantize's own finiteness pass (the costliest step on an activation quantized at
-    # every call) is skipped by calling its core.
-    qp = symmetric_qparams(x2, bits, axis=0)
-    return _quantize(x2, qp, zero_point=False), qp
+    codes, scale = _per_token_codes(x.reshape(-1, x.shape[-1]).float(), bits, fn)
+    qmin, qmax = qrange(bits, signed=True, narrow_range=True)
+    qp = QParams(scale, torch.zeros(scale.shape, dtype=torch.int32), qmin, qmax, 0)
+    return codes.to(qp.dtype), qp
 
 
 def w8a8_linear(
@@ -87,12 +105,15 @@ def w8a8_linear(
     bias: torch.Tensor | None = None,
     *,
     method: str = "auto",
+    act_bits: int = 8,
 ) -> torch.Tensor:
-    """``x @ W.T + bias`` with int8 per-token activations and int8 per-channel weights.
+    """``x @ W.T + bias`` with per-token activations and int8 per-channel weights.
 
-    ``w_q`` is int8 ``(out, in)``, ``w_scale`` float ``(out,)``. The int32 accumulator is
-    rescaled in one step: ``acc * (s_x[:, None] * s_w[None, :]) + bias``. Returns ``x``'s
-    dtype, shape ``(*x.shape[:-1], out)``.
+    ``w_q`` is int8 ``(out, in)``, ``w_scale`` float ``(out,)``; the activations are
+    quantized symmetrically per token to ``act_bits`` (8, or 7: see
+    ``int8_activation_bits``). The int32 accumulator is rescaled in one step:
+    ``acc * (s_x[:, None] * s_w[None, :]) + bias``. Returns ``x``'s dtype, shape
+    ``(*x.shape[:-1], out)``.
     """
     fn = "w8a8_linear"
     _check_weight(w_q, fn)
@@ -105,13 +126,35 @@ def w8a8_linear(
             f"got {tuple(w_scale.shape)}"
         )
     _check_bias(bias, out_f, w_q.device, fn)
-    x_q, qp_x = quantize_per_token(x, 8)
-    acc = int8_matmul(x_q, w_q.t(), method=method)
-    scale = qp_x.scale[:, None] * w_scale.float()[None, :]
-    out = acc.to(torch.float32).mul_(scale)
+    check_bits_in(act_bits, (7, 8), fn, why=" (act_bits: int8 activation codes)")
+    codes, s_x = _per_token_codes(x.reshape(-1, in_f).float(), act_bits, fn)
+    acc = int8_matmul(codes.to(torch.int8), w_q.t(), method=method).to(torch.float32)
+    return _rescale(acc, s_x, w_scale, bias, x.shape, x.dtype)
+
+
+def _w8a8_fbgemm(x: torch.Tensor, packed: object, w_shape: torch.Size, w_scale: torch.Tensor,
+                 bias: torch.Tensor | None, act_bits: int) -> torch.Tensor:
+    """``w8a8_linear`` on weights prepacked for fbgemm (``_int8_engines.prepack``), in one pass:
+    the activation codes go in as integer-valued floats, the accumulator comes back as
+    ``float32(acc)``, exactly what the other paths convert their int32 result to."""
+    fn = "W8A8Linear"
+    out_f, in_f = w_shape
+    _check_input(x, in_f, torch.device("cpu"), fn)
+    codes, s_x = _per_token_codes(x.reshape(-1, in_f).float(), act_bits, fn)
+    if codes.shape[0] == 0:
+        acc = codes.new_zeros((0, out_f))
+    else:
+        acc = _fb.matmul_codes(codes.contiguous(), packed, act_bits)
+    return _rescale(acc, s_x, w_scale, bias, x.shape, x.dtype)
+
+
+def _rescale(acc: torch.Tensor, s_x: torch.Tensor, w_scale: torch.Tensor,
+             bias: torch.Tensor | None, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """``acc * (s_x[:, None] * s_w[None, :]) + bias`` in place on the float32 ``acc``."""
+    out = acc.mul_(s_x[:, None] * w_scale.float()[None, :])
     if bias is not None:
         out.add_(bias.float())
-    return out.reshape(*x.shape[:-1], out_f).to(x.dtype)
+    return out.reshape(*shape[:-1], acc.shape[1]).to(dtype)
 
 
 def weight_only_linear(

@@ -9,7 +9,8 @@ Module wrappers (``nn.Module``; inference only, all state in buffers), each buil
 float ``nn.Linear`` with ``from_float(linear)``; ``QUANTIZED_LINEARS`` lists them by name and
 ``quantized_linear_types(device)`` those that run on a device:
 
-* ``W8A8Linear``: int8 weights per output channel, int8 activations per token (dynamic).
+* ``W8A8Linear``: int8 weights per output channel, activations per token (dynamic) on an 8-bit
+  grid, or 7-bit where the machine's fastest exact path needs it (``act_bits``, ``path``).
 * ``FbgemmDynamicLinear``: the same int8 weights run through PyTorch's prepacked fbgemm
   dynamic int8 linear (``engines``), the fast CPU path. fbgemm quantizes the activations per
   tensor, asymmetric, unsigned and by default 7-bit (``reduce_range``): expect outputs about
@@ -42,14 +43,16 @@ import os
 import torch
 from torch import nn
 
-from ._validate import check_bool, check_choice, check_float_tensor
+from . import _int8_engines as _fb
+from ._validate import check_bits_in, check_bool, check_choice, check_float_tensor
 from .affine import QParams, _check_size, qrange, quantize, symmetric_qparams
 from .engines import fbgemm_available, fbgemm_linear_dynamic, fbgemm_prepack
-from .kernels import METHODS
+from .kernels import METHODS, int8_activation_bits, int8_matmul_path
 from .linear_kernels import (
     _check_bias,
     _check_input,
     _check_weight,
+    _w8a8_fbgemm,
     w8a8_linear,
     weight_only_linear,
 )
@@ -197,29 +200,68 @@ class _QuantLinear(nn.Module):
 
 
 class W8A8Linear(_QuantLinear):
-    """Int8 weights (per output channel) x int8 activations (per token, dynamic), int32 GEMM."""
+    """Int8 weights (per output channel) x per-token activations (dynamic), int32 GEMM.
+
+    ``act_bits`` is the activation grid, part of the layer's definition (and of its
+    simulation, ``fake_quantize`` with ``symmetric_qparams(x, act_bits, axis=0)``): by default
+    8, or 7 where the fastest exact path here needs it (fbgemm without VNNI, see
+    ``int8_activation_bits``). ``path`` names the int8 GEMM that ``forward`` runs.
+    """
 
     description = "dynamic per-token int8"
 
     def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor,
-                 bias: torch.Tensor | None = None, *, method: str = "auto") -> None:
+                 bias: torch.Tensor | None = None, *, method: str = "auto",
+                 act_bits: int | None = None) -> None:
         super().__init__()
         fn = "W8A8Linear"
         _check_weight(weight_q, fn)
         check_choice(method, "method", METHODS, fn)
         self._init_int8(weight_q, weight_scale, bias, fn)
         self.method = method
+        self.act_bits = (int8_activation_bits(weight_q.device, method) if act_bits is None
+                         else check_bits_in(act_bits, (7, 8), fn, why=" (act_bits)"))
+        self._packed_key = None
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, *, method: str = "auto") -> W8A8Linear:
+    def from_float(cls, linear: nn.Linear, *, method: str = "auto",
+                   act_bits: int | None = None) -> W8A8Linear:
         """Quantize ``linear``'s weight symmetrically to int8, one scale per output channel."""
-        return cls(*cls._quantized_weight(linear, "W8A8Linear.from_float"), method=method)
+        return cls(*cls._quantized_weight(linear, "W8A8Linear.from_float"), method=method,
+                   act_bits=act_bits)
+
+    @property
+    def path(self) -> str:
+        """The int8 GEMM ``forward`` runs on the layer's device: int_mm, fbgemm or float."""
+        if self.method != "auto":
+            return self.method
+        return int8_matmul_path(self.weight_q.device, prepacked=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, method=self.method)
+        bits = _fb.exact_bits() if self.weight_q.device.type == "cpu" else None
+        if self.path == "fbgemm" and bits is not None and self.act_bits <= bits:
+            w = self.weight_q
+            # Packed from this very tensor (held, so its memory cannot be reused) at this
+            # version (bumped by any in-place edit; inference tensors have none, and
+            # load_state_dict drops the pack itself)? Else pack again.
+            version = None if w.is_inference() else w._version
+            if self._packed_key is None or self._packed_key[0] is not w \
+                    or self._packed_key[1] != version:
+                self._packed, self._packed_key = _fb.prepack(w), (w, version)
+            return _w8a8_fbgemm(x, self._packed, w.shape, self.weight_scale, self.bias,
+                                self.act_bits)
+        return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, method=self.method,
+                           act_bits=self.act_bits)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._packed_key = None                   # new codes arrive: pack them again
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _config(self) -> dict:
-        return {"method": self.method}
+        return {"method": self.method, "act_bits": self.act_bits}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, path={self.path!r}"
 
 
 class FbgemmDynamicLinear(_QuantLinear):
@@ -259,7 +301,8 @@ class FbgemmDynamicLinear(_QuantLinear):
         # Identity and in-place version of every buffer the packed weights were built from:
         # load_state_dict copies into the buffers in place (bumping _version), .to()/.cpu()
         # and assignment replace them (new data_ptr). Either way the pack is stale.
-        return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, tuple(t.shape))
+        return tuple(None if t is None else (t.data_ptr(), None if t.is_inference() else t._version,
+                                             t.dtype, tuple(t.shape))
                      for t in (self.weight_q, self.weight_scale, self.bias))
 
     def _pack(self) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from quantcourse import _int8_engines as _fb
+
 
 def cpu_int_mm_is_exact() -> bool:
     """Whether torch._int_mm adds int8 products exactly here (worst-case pair sums)."""
@@ -19,8 +21,13 @@ def cpu_int_mm_is_exact() -> bool:
 # (tests/test_int8_path.py) and its "auto" path avoids it.
 INT_MM = pytest.param("int_mm", marks=pytest.mark.skipif(
     not cpu_int_mm_is_exact(), reason="torch._int_mm is not exact with oneDNN's ISA capped"))
-METHODS = ["auto", "float", INT_MM]
-METHOD_NAMES = ["auto", "float"] + (["int_mm"] if cpu_int_mm_is_exact() else [])
+# fbgemm's u8 x s8 engine: exact on 8-bit codes with VNNI, on 7-bit codes without.
+FBGEMM_BITS = _fb.exact_bits()
+FBGEMM = pytest.param("fbgemm", marks=pytest.mark.skipif(
+    FBGEMM_BITS is None, reason="no exact fbgemm engine in this PyTorch build"))
+METHODS = ["auto", "float", INT_MM, FBGEMM]
+METHOD_NAMES = (["auto", "float"] + (["int_mm"] if cpu_int_mm_is_exact() else [])
+                + (["fbgemm"] if FBGEMM_BITS else []))
 
 
 def rand_int8(shape, gen, device="cpu"):

@@ -28,15 +28,16 @@ def oracle_int64(a, b):
     return a.cpu().long() @ b.cpu().long()
 
 
-def w8a8_simulation(lin, x):
-    """Fake-quantized float64 simulation: per-token int8 inputs, per-channel int8 weights.
+def w8a8_simulation(lin, x, act_bits=8):
+    """Fake-quantized float64 simulation: per-token inputs on the signed ``act_bits`` grid
+    (8, or 7 as W8A8Linear uses where fbgemm runs without VNNI), per-channel int8 weights.
 
     Returns the simulated output and a rounding bound: the layer and the simulation each
     round every term of the sum to float32 a few times (relative error ~2^-24 per step).
     """
     w = lin.weight.detach()
     x2 = x.reshape(-1, x.shape[-1])
-    xf = qc.fake_quantize(x2, qc.symmetric_qparams(x2, 8, axis=0)).double()
+    xf = qc.fake_quantize(x2, qc.symmetric_qparams(x2, act_bits, axis=0)).double()
     wf = qc.fake_quantize(w, qc.symmetric_qparams(w, 8, axis=0)).double()
     b = torch.zeros(w.shape[0], dtype=torch.float64) if lin.bias is None else lin.bias.double()
     sim = xf @ wf.T + b

@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quantcourse import kernels as K
-from tests.int8_cases import METHOD_NAMES, METHODS, cpu_int_mm_is_exact, rand_int8
+from tests.int8_cases import (
+    FBGEMM_BITS,
+    METHOD_NAMES,
+    METHODS,
+    cpu_int_mm_is_exact,
+    rand_int8,
+)
 from tests.oracles import oracle_int64
 
 # (M, K, N): M <= 16 and M > 16, K odd, below / at / across the 1024 block and 8-multiples.
@@ -123,10 +129,19 @@ def test_auto_path_follows_the_cpu():
         and torch.cpu._is_vnni_supported()
         and cpu_int_mm_is_exact()
     )
-    assert K.int8_matmul_path("cpu") == ("int_mm" if fast else "float")
+    fbgemm = FBGEMM_BITS is not None
+    assert K.int8_matmul_path("cpu") == ("int_mm" if fast else "fbgemm" if fbgemm else "float")
+    # A reused (prepacked) operand goes to fbgemm wherever it is exact, VNNI or not.
+    assert K.int8_matmul_path("cpu", prepacked=True) == (
+        "fbgemm" if fbgemm else "int_mm" if fast else "float")
     assert K.int8_matmul_path("cuda") == "int_mm"
+    assert K.int8_matmul_path("cuda", prepacked=True) == "int_mm"
     with torch.backends.mkldnn.flags(enabled=False):
-        assert K.int8_matmul_path("cpu") == "float"
+        assert K.int8_matmul_path("cpu") == ("fbgemm" if fbgemm else "float")
+    # The activation grid a W8A8 layer needs for one exact pass.
+    assert K.int8_activation_bits("cpu") == (FBGEMM_BITS if fbgemm else 8)
+    assert K.int8_activation_bits("cpu", "float") == 8
+    assert K.int8_activation_bits("cuda") == 8
 
 
 def test_float_path_bounds_its_partial_results(monkeypatch):

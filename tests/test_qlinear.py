@@ -3,6 +3,7 @@ simulation, the registry of layer classes, and safetensors round trips."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -16,7 +17,7 @@ import quantcourse as qc
 from quantcourse import kernels as K
 from quantcourse import linear_kernels as LK
 from quantcourse import qlinear as Q
-from tests.int8_cases import INPUT_SHAPES, METHODS, make_linear
+from tests.int8_cases import INPUT_SHAPES, METHOD_NAMES, METHODS, make_linear
 from tests.oracles import w8a8_simulation
 
 # ---------------------------------------------------------------------------- devices
@@ -35,7 +36,7 @@ def test_layers_on_device_match_cpu(device, cls):
     # moved layer, which on device="cpu" is the same object): the fake-quantized simulation.
     w, b = lin.weight.detach().double(), lin.bias.detach().double()
     if cls == "W8A8Linear":
-        ref, _ = w8a8_simulation(lin, x)
+        ref, _ = w8a8_simulation(lin, x, layer.act_bits)
     else:
         bits, kw = (8, {"axis": 0}) if cls == "W8A16Linear" else (4, {"group_size": 128})
         wf = qc.fake_quantize(w.float(), qc.symmetric_qparams(w.float(), bits, **kw)).double()
@@ -58,10 +59,80 @@ def test_w8a8_matches_fake_quant_simulation(shape, bias, method):
     x = torch.randn(shape) * 2
     with torch.no_grad():
         out = layer(x)
-    sim, bound = w8a8_simulation(lin, x)
+    assert layer.act_bits == K.int8_activation_bits("cpu", method)
+    sim, bound = w8a8_simulation(lin, x, layer.act_bits)
     assert out.shape == sim.shape and out.dtype == torch.float32
     err = (out.double() - sim).abs()
     assert bool((err <= bound).all()), float((err / bound).max())
+
+
+@pytest.mark.parametrize("act_bits", [7, 8])
+def test_w8a8_paths_are_bit_identical_for_each_activation_grid(act_bits):
+    # Every path computes the same int32 sums and rescales them alike: equal to the last bit.
+    lin = make_linear(300, 24, seed=act_bits)
+    x = torch.randn(9, 300) * 3
+    with torch.no_grad():
+        outs = {m: Q.W8A8Linear.from_float(lin, method=m, act_bits=act_bits)(x)
+                for m in METHOD_NAMES}
+    sim, bound = w8a8_simulation(lin, x, act_bits)
+    assert bool(((outs["float"].double() - sim).abs() <= bound).all())
+    for m, out in outs.items():
+        assert torch.equal(out, outs["float"]), m
+
+
+def test_w8a8_seven_bit_grid_is_its_own_definition():
+    # A 7-bit layer matches the 7-bit simulation and fails the 8-bit one (and vice versa).
+    lin = make_linear(256, 32, seed=11)
+    x = torch.randn(6, 256)
+    with torch.no_grad():
+        out7 = Q.W8A8Linear.from_float(lin, act_bits=7)(x).double()
+        out8 = Q.W8A8Linear.from_float(lin, act_bits=8)(x).double()
+    for out, bits in ((out7, 7), (out8, 8)):
+        sim, bound = w8a8_simulation(lin, x, bits)
+        other, obound = w8a8_simulation(lin, x, 15 - bits)
+        assert bool(((out - sim).abs() <= bound).all())
+        assert not bool(((out - other).abs() <= obound).all())
+
+
+def test_w8a8_records_its_grid_and_path():
+    lin = make_linear(64, 8)
+    layer = Q.W8A8Linear.from_float(lin)
+    assert layer.act_bits == K.int8_activation_bits()
+    assert layer.path == K.int8_matmul_path(prepacked=True)
+    assert f"act_bits={layer.act_bits}" in repr(layer) and f"path='{layer.path}'" in repr(layer)
+    forced = Q.W8A8Linear.from_float(lin, method="float", act_bits=7)
+    assert (forced.act_bits, forced.path) == (7, "float")
+    for bad in (6, 9, True, "8"):
+        with pytest.raises(ValueError, match="act_bits"):
+            Q.W8A8Linear.from_float(lin, act_bits=bad)
+    with pytest.raises(ValueError, match="act_bits"):
+        LK.w8a8_linear(torch.randn(2, 64), layer.weight_q, layer.weight_scale, act_bits=4)
+
+
+@pytest.mark.skipif("fbgemm" not in METHOD_NAMES, reason="no exact fbgemm engine here")
+def test_w8a8_fbgemm_repacks_after_weight_changes():
+    lin, other = make_linear(128, 16, seed=1), make_linear(128, 16, seed=2)
+    layer = Q.W8A8Linear.from_float(lin, method="fbgemm")
+    ref = Q.W8A8Linear.from_float(other, method="float", act_bits=layer.act_bits)
+    x = torch.randn(5, 128)
+    with torch.no_grad():
+        first = layer(x)
+        layer.load_state_dict(ref.state_dict())      # in-place copies into the buffers
+        assert torch.equal(layer(x), ref(x)) and not torch.equal(layer(x), first)
+        layer.weight_q.mul_(-1)                       # an in-place edit of the codes
+        ref.weight_q.mul_(-1)
+        assert torch.equal(layer(x), ref(x))
+        twin = copy.deepcopy(layer)                   # packs its own copy
+        assert torch.equal(twin(x), ref(x))
+        twin.weight_q = torch.zeros_like(twin.weight_q)   # a new buffer: packed again
+        assert torch.equal(twin(x), twin.bias.expand(5, -1))
+        assert torch.equal(layer(x), ref(x))
+    with torch.inference_mode():                      # buffers without a version counter
+        built = Q.W8A8Linear.from_float(lin, method="fbgemm")
+        assert torch.equal(built(x), Q.W8A8Linear.from_float(
+            lin, method="float", act_bits=built.act_bits)(x))
+        built.load_state_dict(ref.state_dict())
+        assert torch.equal(built(x), ref(x))
 
 
 def test_w8a8_simulation_check_can_fail():
@@ -271,6 +342,7 @@ def layer_cases():
     cases = [
         ("w8a8", lambda lin: Q.W8A8Linear.from_float(lin)),
         ("w8a8-float", lambda lin: Q.W8A8Linear.from_float(lin, method="float")),
+        ("w8a8-7bit", lambda lin: Q.W8A8Linear.from_float(lin, act_bits=7)),
         ("w8a16", lambda lin: Q.W8A16Linear.from_float(lin)),
         ("w8a16-g64", lambda lin: Q.W8A16Linear.from_float(lin, group_size=64)),
         ("w4a16", lambda lin: Q.W4A16Linear.from_float(lin)),
