@@ -67,6 +67,7 @@ from .nb18_sparsity_pruning_distillation import (
     check_nm_metadata_bits,
     check_soft_grad,
 )
+from .nb19_capstone import check_nf4_nbytes, check_pick_recipe, check_recipe_point
 
 __all__ = [
     "CHECKERS",
@@ -102,6 +103,7 @@ __all__ = [
     "check_log_zero_threshold",
     "check_lsq_asymmetric_grads",
     "check_mse_prediction",
+    "check_nf4_nbytes",
     "check_nf_levels",
     "check_nm_metadata_bits",
     "check_obs_update",
@@ -109,9 +111,11 @@ __all__ = [
     "check_output_error_bound",
     "check_pack_3bit",
     "check_percentile_range",
+    "check_pick_recipe",
     "check_q_format",
     "check_qsgd_variance",
     "check_quantize",
+    "check_recipe_point",
     "check_requantize_relu6",
     "check_safe_activation_qmax",
     "check_single_rounding",
