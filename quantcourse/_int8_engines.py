@@ -1,4 +1,9 @@
-"""fbgemm's packed u8 x s8 GEMM used as an exact integer engine (x86 CPUs, with or without VNNI).
+"""fbgemm's packed GEMMs as engines for the course's layers (x86 CPUs, with or without VNNI).
+
+Two engines: the u8 x s8 GEMM as an exact integer engine (below), and the fp16-weight GEMM
+run on integer weight codes (``prepack_fp16``, ``matmul_fp16``), the weight-only layers'
+fast CPU path: codes up to 2048 in magnitude are exact in float16, so fbgemm computes
+``x @ codes.T`` in float32 from 2 bytes per weight, and the layer applies its scales after.
 
 Introduced in ``14_int8_kernels_and_hardware.ipynb`` (``kernels.int8_matmul`` and
 ``qlinear.W8A8Linear`` run on it where ``int8_matmul_path()`` says ``"fbgemm"``); readers can
@@ -55,9 +60,49 @@ def prepack(w: torch.Tensor) -> object:
 
 def matmul_codes(codes: torch.Tensor, packed: object, bits: int) -> torch.Tensor:
     """``float32(codes @ W.T)`` for integer-valued float32 ``codes`` ``(M, K)`` in the signed
-    ``bits``-bit range (``bits`` 7 or 8, see ``exact_bits``) and ``packed = prepack(W)``."""
-    with _quiet_quantized_ops():
-        return getattr(torch.ops.quantized, _OP)(codes, 1.0, ZERO_POINT[bits], packed)
+    ``bits``-bit range (``bits`` 7 or 8, see ``exact_bits``) and ``packed = prepack(W)``.
+
+    Called bare, for speed at small batches: the op warns of nothing (building quantized
+    tensors, in ``prepack``, does), so it runs outside ``_quiet_quantized_ops``, whose
+    ``catch_warnings`` costs about 30 us; and through its ``.default`` overload, which skips
+    the overload packet's Python dispatch (about 35 us with a packed-weights argument).
+    """
+    return _op().default(codes, 1.0, ZERO_POINT[bits], packed)
+
+
+def _op():
+    return getattr(torch.ops.quantized, _OP)
+
+
+# ---------------------------------------------------------------- fp16-weight GEMM on codes
+
+_FP16_OPS = ("linear_prepack_fp16", "linear_dynamic_fp16")
+
+
+def fp16_available() -> bool:
+    """Whether this build offers fbgemm's fp16-weight GEMM (float32 in, float32 out)."""
+    try:
+        ops = torch.ops.quantized
+        return _fbgemm_engine() is not None and all(hasattr(ops, n) for n in _FP16_OPS)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def prepack_fp16(codes: torch.Tensor) -> object:
+    """Pack integer weight codes ``(N, K)`` (|code| <= 2048: every one exact in float16) for
+    ``matmul_fp16``. The pack holds 2 bytes per weight."""
+    with _quiet_quantized_ops(), _engine(_fbgemm_engine()):
+        return torch.ops.quantized.linear_prepack_fp16(codes.float().contiguous(), None)
+
+
+def matmul_fp16(x2: torch.Tensor, packed: object) -> torch.Tensor:
+    """``x2 @ codes.T`` for float32 ``x2`` ``(M, K)`` and ``packed = prepack_fp16(codes)``.
+
+    fbgemm widens each float16 weight to float32 in registers and multiplies-adds in float32:
+    the product of the float32 input and the exact integer codes, rounded as any float32
+    GEMM rounds, reading 2 bytes per weight instead of 4 (bare ``.default`` call, as above).
+    """
+    return torch.ops.quantized.linear_dynamic_fp16.default(x2, packed)
 
 
 def exact_bits() -> int | None:

@@ -77,6 +77,8 @@ def fbgemm_prepack(weight_q: torch.Tensor, weight_scale: torch.Tensor,
 
 def fbgemm_linear_dynamic(x2: torch.Tensor, packed: object, reduce_range: bool) -> torch.Tensor:
     """``x2 @ W.T + bias`` for a 2-D float32 CPU ``x2`` through fbgemm's dynamic int8 linear
-    (activations quantized per tensor inside fbgemm, 7 bits with ``reduce_range``)."""
-    with _quiet_quantized_ops():
-        return torch.ops.quantized.linear_dynamic(x2, packed, reduce_range)
+    (activations quantized per tensor inside fbgemm, 7 bits with ``reduce_range``).
+
+    No warnings context here: the call warns of nothing (building the quantized weights in
+    ``fbgemm_prepack`` does), and ``catch_warnings`` would cost about 30 us a call."""
+    return torch.ops.quantized.linear_dynamic(x2, packed, reduce_range)

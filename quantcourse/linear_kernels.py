@@ -9,13 +9,17 @@ Introduced in ``14_int8_kernels_and_hardware.ipynb``; the layers that wrap them
   the grid fbgemm multiplies exactly without VNNI) times per-output-channel int8 weights,
   int32 accumulation (``kernels.int8_matmul``), then the fused rescale
   ``out = acc * (s_x[:, None] * s_w[None, :]) + bias``.
-* ``weight_only_linear(x, w_q, qp, bias)``: dequantize the weights, then a float matmul.
+* ``weight_only_linear(x, w_q, qp, bias)``: dequantize the weights, then a float matmul
+  (bit for bit the fake-quantized simulation). The weight-only layers run fbgemm's
+  fp16-weight GEMM on their codes instead where the CPU has it (``_weight_only_fbgemm``).
 
 Both call ``affine``'s unchecked cores after checking their own inputs, so no step checks
 the same data twice.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -73,11 +77,15 @@ def _per_token_codes(x2: torch.Tensor, bits: int, fn: str) -> tuple[torch.Tensor
     if x2.numel() == 0:
         return x2.clone(), x2.new_full((x2.shape[0],), _EPS)
     # max|x| per row is max(-min, max) exactly (abs is exact), and NaN or Inf anywhere in a
-    # row makes its scale non-finite. aminmax along a dimension is many times slower.
+    # row makes its scale non-finite, and so the largest scale (max propagates NaN): one
+    # number to read back. aminmax along a dimension is many times slower.
     scale = x2.abs().amax(dim=1).div_(qmax).clamp_(min=_EPS)
-    if not bool(torch.isfinite(scale).all()):
+    if not math.isfinite(scale.max().item()):
         raise_nonfinite(x2, fn)
-    codes = torch.mul(x2, torch.reciprocal(scale)[:, None]).round_().clamp_(-qmax, qmax)
+    # No clamp to [-qmax, qmax] is needed: |x| <= max|x| and 1/s is within 2 roundings of
+    # qmax/max|x|, so |x| * (1/s) <= qmax * (1 + 2^-22) < qmax + 0.5 for every qmax < 2^15
+    # (and |x| * 2^23 < qmax where s is clamped to eps = 2^-23), which rounds to at most qmax.
+    codes = torch.mul(x2, torch.reciprocal(scale).unsqueeze_(1)).round_()
     return codes, scale
 
 
@@ -140,21 +148,60 @@ def _w8a8_fbgemm(x: torch.Tensor, packed: object, w_shape: torch.Size, w_scale: 
     fn = "W8A8Linear"
     out_f, in_f = w_shape
     _check_input(x, in_f, torch.device("cpu"), fn)
-    codes, s_x = _per_token_codes(x.reshape(-1, in_f).float(), act_bits, fn)
+    x2 = x if x.ndim == 2 else x.reshape(-1, in_f)
+    codes, s_x = _per_token_codes(x2 if x2.dtype == torch.float32 else x2.float(), act_bits, fn)
     if codes.shape[0] == 0:
         acc = codes.new_zeros((0, out_f))
     else:
-        acc = _fb.matmul_codes(codes.contiguous(), packed, act_bits)
+        acc = _fb.matmul_codes(codes, packed, act_bits)      # codes: contiguous, fresh
     return _rescale(acc, s_x, w_scale, bias, x.shape, x.dtype)
 
 
 def _rescale(acc: torch.Tensor, s_x: torch.Tensor, w_scale: torch.Tensor,
              bias: torch.Tensor | None, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    """``acc * (s_x[:, None] * s_w[None, :]) + bias`` in place on the float32 ``acc``."""
-    out = acc.mul_(s_x[:, None] * w_scale.float()[None, :])
+    """``acc * (s_x[:, None] * s_w[None, :]) + bias`` in place on the float32 ``acc``.
+
+    Written with as few tensor calls as the formula allows (each costs a few microseconds,
+    as much as the GEMM's own arithmetic at batch 1): ``view``/``unsqueeze`` rather than
+    ``[:, None]`` indexing, no conversion or reshape where the tensor already has its form.
+    """
+    w = w_scale if w_scale.dtype == torch.float32 else w_scale.float()
+    out = acc.mul_(torch.mul(s_x.unsqueeze(1), w.view(1, -1)))
     if bias is not None:
-        out.add_(bias.float())
-    return out.reshape(*shape[:-1], acc.shape[1]).to(dtype)
+        out.add_(bias if bias.dtype == torch.float32 else bias.float())
+    if len(shape) != 2:
+        out = out.view(*shape[:-1], acc.shape[1])
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _weight_only_fbgemm(x: torch.Tensor, packs: list, w_scale: torch.Tensor,
+                        group_size: int | None, bias: torch.Tensor | None,
+                        in_f: int) -> torch.Tensor:
+    """Weight-only linear on fbgemm's fp16-weight GEMM (``_int8_engines.matmul_fp16``):
+    ``sum_g (x_g @ Q_g.T) * s_g + bias``, one pack per group of inputs (one in all when the
+    scales are per output channel). The codes multiply exactly; the scales come after the
+    float32 sums, so the result equals ``x @ dequantize(W).T`` to float32 rounding, not bit
+    for bit (``weight_only_linear`` is that one)."""
+    fn = "weight_only_linear"
+    _check_input(x, in_f, torch.device("cpu"), fn)
+    x2 = x if x.ndim == 2 else x.reshape(-1, in_f)
+    x2 = x2 if x2.dtype == torch.float32 else x2.float()
+    out_f = w_scale.shape[0]
+    if x2.shape[0] == 0:
+        out = x2.new_zeros((0, out_f))
+    elif group_size is None:
+        out = _fb.matmul_fp16(x2, packs[0]).mul_(w_scale)
+    else:
+        out = None
+        for g, packed in enumerate(packs):
+            part = _fb.matmul_fp16(x2[:, g * group_size:(g + 1) * group_size], packed)
+            part.mul_(w_scale[:, g])
+            out = part if out is None else out.add_(part)
+    if bias is not None:
+        out.add_(bias if bias.dtype == torch.float32 else bias.float())
+    if x.ndim != 2:
+        out = out.view(*x.shape[:-1], out_f)
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 
 def weight_only_linear(

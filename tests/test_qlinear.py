@@ -185,35 +185,54 @@ def test_quantize_per_token_codes_equal_quantize(rows, cols, seed, dtype, halves
     assert q.dtype == torch.int8 and q.abs().max() <= 127
 
 
+def _weight_only_paths():
+    # the fbgemm path where this build has it, always the plain dequantize path
+    return ["auto", "dequantize"]
+
+
+def _check_weight_only(layer, x, w_hat, bias):
+    """The dequantize path is the simulation bit for bit; the fbgemm path (codes in fp16,
+    scales after the float32 sums) equals it to float32 rounding, against a float64 oracle
+    that the float layer itself misses by far."""
+    bias = None if bias is None else bias.detach()
+    with torch.no_grad():
+        out = layer(x)
+        sim = torch.nn.functional.linear(x, w_hat, bias)
+    if layer.path == "dequantize":
+        assert torch.equal(out, sim)
+    else:
+        ref = torch.nn.functional.linear(x.double(), w_hat.double(),
+                                         None if bias is None else bias.double())
+        scale = float(ref.abs().max())
+        assert float((out.double() - ref).abs().max()) <= 4e-6 * scale
+        assert float((sim.double() - ref).abs().max()) <= 4e-6 * scale
+    assert out.shape == sim.shape and out.dtype == x.dtype
+
+
+@pytest.mark.parametrize("method", _weight_only_paths())
 @pytest.mark.parametrize("group_size", [None, 64, 256])
 @pytest.mark.parametrize("shape", INPUT_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_w8a16_matches_fake_quant_simulation(shape, group_size):
+def test_w8a16_matches_fake_quant_simulation(shape, group_size, method):
     lin = make_linear(256, 40, seed=1)
-    layer = Q.W8A16Linear.from_float(lin, group_size=group_size)
+    layer = Q.W8A16Linear.from_float(lin, group_size=group_size, method=method)
     x = torch.randn(shape)
     w = lin.weight.detach()
     qp = (qc.symmetric_qparams(w, 8, axis=0) if group_size is None
           else qc.symmetric_qparams(w, 8, group_size=group_size))
-    with torch.no_grad():
-        out = layer(x)
-        sim = torch.nn.functional.linear(x, qc.fake_quantize(w, qp), lin.bias)
-    # the dequantized weights equal the fake-quantized ones bit for bit
-    assert torch.equal(out, sim)
+    _check_weight_only(layer, x, qc.fake_quantize(w, qp), lin.bias)
     assert layer.weight_q.dtype == torch.int8
 
 
+@pytest.mark.parametrize("method", _weight_only_paths())
 @pytest.mark.parametrize("group_size", [128, 32, 256])
 @pytest.mark.parametrize("shape", INPUT_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_w4a16_matches_fake_quant_simulation(shape, group_size):
+def test_w4a16_matches_fake_quant_simulation(shape, group_size, method):
     lin = make_linear(256, 40, bias=group_size != 32, seed=2)
-    layer = Q.W4A16Linear.from_float(lin, group_size=group_size)
+    layer = Q.W4A16Linear.from_float(lin, group_size=group_size, method=method)
     x = torch.randn(shape)
     w = lin.weight.detach()
     qp = qc.symmetric_qparams(w, 4, group_size=group_size)
-    with torch.no_grad():
-        out = layer(x)
-        sim = torch.nn.functional.linear(x, qc.fake_quantize(w, qp), lin.bias)
-    assert torch.equal(out, sim)
+    _check_weight_only(layer, x, qc.fake_quantize(w, qp), lin.bias)
     # two 4-bit codes per byte, in pack_bits' layout
     assert layer.weight_packed.dtype == torch.uint8
     assert layer.weight_packed.numel() == 40 * 256 // 2
@@ -451,4 +470,59 @@ def test_saved_config_is_json(tmp_path):
     with safe_open(path, framework="pt") as f:
         meta = f.metadata()
     assert json.loads(meta["config"]) == {"in_features": 256, "out_features": 8,
-                                          "group_size": 64}
+                                          "group_size": 64, "method": "auto"}
+
+
+# ---------------------------------------------------------------------------- weight-only paths
+
+
+def test_weight_only_path_names_what_runs():
+    from quantcourse import _int8_engines as E
+    lin = make_linear(256, 16)
+    want = "fbgemm" if E.fp16_available() else "dequantize"
+    for cls in (Q.W8A16Linear, Q.W4A16Linear):
+        assert cls.from_float(lin).path == want
+        assert cls.from_float(lin, method="dequantize").path == "dequantize"
+        assert f"path='{want}'" in repr(cls.from_float(lin))
+        with pytest.raises(ValueError, match="method"):
+            cls.from_float(lin, method="int4pack")
+
+
+@pytest.mark.skipif(not __import__("quantcourse._int8_engines", fromlist=["x"]).fp16_available(),
+                    reason="this PyTorch build has no fbgemm fp16-weight GEMM")
+@given(out_f=st.integers(1, 40), groups=st.integers(1, 4), rows=st.integers(0, 9),
+       seed=st.integers(0, 2**16), bits=st.sampled_from([4, 8]))
+def test_fp16_pack_holds_codes_exactly(out_f, groups, rows, seed, bits):
+    from quantcourse import _int8_engines as E
+    gen = torch.Generator().manual_seed(seed)
+    hi = 2 ** (bits - 1) - 1
+    k = 32 * groups
+    codes = torch.randint(-hi, hi + 1, (out_f, k), generator=gen, dtype=torch.int8)
+    codes[0, :2] = torch.tensor([-hi, hi], dtype=torch.int8)       # the grid's ends
+    # one-hot inputs read single codes back: every code survives the fp16 pack exactly
+    eye = torch.eye(k)
+    assert torch.equal(E.matmul_fp16(eye, E.prepack_fp16(codes)), codes.float().T)
+    # and a random input gives the float64 product to float32 rounding
+    x = torch.randn(rows, k, generator=gen)
+    got = E.matmul_fp16(x, E.prepack_fp16(codes)).double()
+    ref = x.double() @ codes.double().T
+    assert got.shape == (rows, out_f)
+    if rows:
+        assert float((got - ref).abs().max()) <= 1e-5 * max(1.0, float(ref.abs().max()))
+
+
+def test_weight_only_packs_follow_the_codes():
+    lin = make_linear(256, 16, seed=4)
+    x = torch.randn(3, 256)
+    for cls in (Q.W8A16Linear, Q.W4A16Linear):
+        layer = cls.from_float(lin)
+        before = layer(x)
+        other = cls.from_float(make_linear(256, 16, seed=5))
+        layer.load_state_dict(other.state_dict())       # new codes: packed again
+        assert torch.equal(layer(x), other(x)) and not torch.equal(layer(x), before)
+        if cls is Q.W8A16Linear:
+            with torch.no_grad():
+                layer.weight_q.neg_()                       # in place: packed again
+            ref = cls.from_float(lin, method="dequantize")
+            ref.load_state_dict(layer.state_dict())
+            torch.testing.assert_close(layer(x), ref(x), rtol=1e-5, atol=1e-5)
