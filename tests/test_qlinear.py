@@ -526,3 +526,24 @@ def test_weight_only_packs_follow_the_codes():
             ref = cls.from_float(lin, method="dequantize")
             ref.load_state_dict(layer.state_dict())
             torch.testing.assert_close(layer(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not __import__("quantcourse._int8_engines", fromlist=["x"]).available(),
+                    reason="this PyTorch build has no fbgemm")
+@given(k=st.integers(1, 300), n=st.integers(1, 24), exp=st.integers(-30, 30),
+       bits=st.sampled_from([7, 8]), seed=st.integers(0, 2**16), ties=st.booleans(),
+       bias=st.booleans())
+def test_w8a8_one_token_path_is_bit_identical(k, n, exp, bits, seed, ties, bias):
+    """Batch 1 runs a shortcut with its scale as a Python float: the same bits as the rows
+    path (the token twice, first row kept) and as the plain float path."""
+    torch.manual_seed(seed)
+    layer = Q.W8A8Linear.from_float(torch.nn.Linear(k, n, bias=bias), act_bits=bits)
+    x = torch.randn(1, k) * 10.0 ** exp
+    if ties:
+        x = (x * 4).round() / 4
+    with torch.no_grad():
+        one = layer(x)
+        rows = layer(torch.cat([x, x]))[:1]
+        plain = LK.w8a8_linear(x, layer.weight_q, layer.weight_scale, layer.bias,
+                               act_bits=bits, method="float")
+    assert torch.equal(one, rows) and torch.equal(one, plain)
