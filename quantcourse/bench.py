@@ -279,7 +279,8 @@ def bench_linear(device: str = "cpu", shapes=((4096, 4096), (1024, 4096)),
                 ours, engine = (next(lay for _, lay in layers if isinstance(lay, cls))
                                 for cls in (W8A8Linear, FbgemmDynamicLinear))
                 with torch.no_grad():
-                    t_ours, t_engine = time_paired(lambda: ours(x), lambda: engine(x),
+                    t_ours, t_engine = time_paired(lambda f=ours, x=x: f(x),
+                                                   lambda f=engine, x=x: f(x),
                                                    repeat=repeat, device=device)
                 rows[W8A8Linear]["ratio_to_torch_engine"] = t_engine / t_ours
     return records
