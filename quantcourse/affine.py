@@ -407,7 +407,7 @@ def quantize(
 
     ``rounding="stochastic"`` rounds ``x * (1/s)`` down or up at random instead, up with
     probability equal to its fractional part (unbiased before clamping; drawn from
-    ``generator``, introduced in ``16_stochastic_rounding.ipynb``). The default is unchanged.
+    ``generator``, introduced in ``17_stochastic_rounding.ipynb``). The default is unchanged.
     """
     fn = "quantize"
     check_float_tensor(x, fn)

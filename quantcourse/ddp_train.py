@@ -1,6 +1,6 @@
-"""Data-parallel training of the digits CNN with compressed gradients (notebook 17's job).
+"""Data-parallel training of the digits CNN with compressed gradients (notebook 18's job).
 
-Introduced in ``17_gradient_quantization.ipynb``. Launch it as a real multi-process job::
+Introduced in ``18_gradient_quantization.ipynb``. Launch it as a real multi-process job::
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 -m quantcourse.ddp_train \
         --compressors none,qsgd,sign_ef --out results.json

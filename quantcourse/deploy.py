@@ -1,6 +1,6 @@
 """ONNX export of the digits CNN (float32 and QDQ) and ONNX Runtime execution.
 
-Introduced in ``14_int8_kernels_and_hardware.ipynb``.
+Introduced in ``15_energy_and_deployment.ipynb``.
 
 A quantized model leaves the course's simulation and reaches a real integer engine through a
 file format. The common one is ONNX in **QDQ** form: the float graph with a

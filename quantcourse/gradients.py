@@ -1,6 +1,6 @@
 """Gradient compression for data-parallel training: QSGD, sign with error feedback, DDP hooks.
 
-Introduced in ``17_gradient_quantization.ipynb``.
+Introduced in ``18_gradient_quantization.ipynb``.
 
 Compressors (functional: a gradient tensor in, a ``Compressed`` payload out)
     ``qsgd_encode(g, levels=16, chunk=128)`` is QSGD (Alistarh et al., 2017): each chunk of

@@ -1,7 +1,8 @@
 """What this machine's int8 hardware computes: CPU features and a model of the AVX2 u8*s8 path.
 
-Introduced in ``14_int8_kernels_and_hardware.ipynb`` (section "hardware that changes the
-answer").
+Introduced in ``15_energy_and_deployment.ipynb`` (section "hardware that changes the
+answer"; ``ENERGY_PJ`` in its energy section); ``arithmetic_intensity`` is the roofline of
+``14_int8_kernels_and_hardware.ipynb``.
 
 x86 int8 engines (fbgemm, oneDNN, ONNX Runtime's MLAS) multiply unsigned 8-bit activations by
 signed 8-bit weights. How they add the products depends on the CPU:

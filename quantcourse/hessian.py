@@ -1,6 +1,6 @@
 """Second-order quantization: Hutchinson's Hessian trace (HAWQ) and GPTQ.
 
-Introduced in ``15_second_order.ipynb``.
+Introduced in ``16_second_order.ipynb``.
 
 * ``hutchinson_trace(loss, params)``: the trace of the Hessian of a scalar loss with respect to
   each tensor in ``params``, estimated as the mean of ``v^T H v`` over Rademacher vectors ``v``

@@ -3,7 +3,7 @@ forward hooks that capture, observe or fake-quantize layer inputs, layer swaps, 
 The per-layer config that the PTQ and QAT flows read is in ``qconfig``.
 
 Introduced in ``05_granularity_and_calibration.ipynb`` (weights per layer, calibration through
-hooks); used by notebooks 06, 09, 10-12 and 14 and by ``deploy``. Everything here works on a copy
+hooks); used by notebooks 06, 09, 10-12 and 15 and by ``deploy``. Everything here works on a copy
 unless ``inplace=True`` is asked for: the model handed in is never modified behind your back.
 """
 

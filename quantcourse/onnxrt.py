@@ -1,7 +1,7 @@
 """Running ONNX files with ONNX Runtime and reading QDQ graphs back: ``onnx_session``,
 ``onnx_predict``, ``onnx_accuracy``, ``onnx_op_counts``, ``onnx_quant_params``.
 
-Introduced in ``14_int8_kernels_and_hardware.ipynb``, beside ``deploy``'s export. ONNX Runtime
+Introduced in ``15_energy_and_deployment.ipynb``, beside ``deploy``'s export. ONNX Runtime
 picks its integer kernels from the CPU flags; ``onnx_session(path, x64_quant_precision=True)``
 is its documented remedy for the int16 pair saturation of u8*s8 kernels without VNNI (see
 ``quantcourse.hardware`` and ``deploy``). Needs the optional packages ``onnx`` and

@@ -1,6 +1,6 @@
 """Sparsity: magnitude pruning (unstructured and N:M), prune-then-quantize sizes, distillation.
 
-Introduced in ``18_sparsity_pruning_distillation.ipynb``.
+Introduced in ``19_sparsity_pruning_distillation.ipynb``.
 
 Pruning
     ``magnitude_mask(w, sparsity)`` keeps the largest ``|w|`` and drops the

@@ -1,6 +1,6 @@
 """Stochastic rounding: round down or up at random so that the rounding is right on average.
 
-Introduced in ``16_stochastic_rounding.ipynb``.
+Introduced in ``17_stochastic_rounding.ipynb``.
 
 Round-to-nearest sends ``x`` to the closest grid point every time, so a value a third of the
 way between two grid points always loses that third: summed over many small updates the

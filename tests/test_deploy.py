@@ -320,3 +320,31 @@ def test_plan_is_a_frozen_record_of_each_layers_qparams(model, data):
                                    w.reshape(len(w), -1).abs().amax(dim=1) / 127)
         torch.testing.assert_close(plan.biases[k].scale,
                                    plan.inputs[k].scale * plan.weights[k].scale)
+
+
+def test_onnx_quantize_linear_checker_reference_is_what_onnxruntime_computes():
+    """The exercise of notebook 15 holds learners to ONNX's QuantizeLinear (x / s, half to even,
+    saturate): its reference must equal ONNX Runtime's own node on every case it uses."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from quantcourse.checks.nb15_energy_and_deployment import (
+        _qlinear_cases,
+        onnx_quantize_linear_reference,
+    )
+
+    for _label, x, s, z, axis in _qlinear_cases():
+        axis = 1 if axis is None else axis
+        ztype = TensorProto.UINT8 if z.dtype == torch.uint8 else TensorProto.INT8
+        node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=axis)
+        graph = helper.make_graph(
+            [node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+            [helper.make_tensor_value_info("y", ztype, list(x.shape))],
+            [helper.make_tensor("s", TensorProto.FLOAT, list(s.shape), s.reshape(-1).tolist()),
+             helper.make_tensor("z", ztype, list(z.shape), z.reshape(-1).tolist())])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0].astype(np.int64))
+        assert torch.equal(got, onnx_quantize_linear_reference(x, s, z, axis)), _label

@@ -304,3 +304,24 @@ def test_compute_bound_batch_checker_agrees_with_arithmetic_intensity():
             continue
         assert qc.arithmetic_intensity(b, k, n, wb, ab) >= ridge * (1 - 1e-12)
         assert b == 1 or qc.arithmetic_intensity(b - 1, k, n, wb, ab) < ridge
+
+
+def test_accumulator_bits_checker_agrees_with_the_kernels_and_the_pair_model():
+    from quantcourse.checks.nb14_int8_kernels_and_hardware import (
+        _code_range,
+        _product_range,
+        accumulator_bits_reference,
+    )
+
+    # int32 takes 131071 int8 x int8 products and not one more: the limit qc.int8_matmul keeps
+    assert accumulator_bits_reference(8, True, 8, True, 131071) == 32
+    assert accumulator_bits_reference(8, True, 8, True, 131072) == 33
+    # a u8 x s8 pair overflows int16 (what the saturation model clips), a u7 x s8 pair fits
+    assert accumulator_bits_reference(8, False, 8, True, 2) == 17
+    assert accumulator_bits_reference(7, False, 8, True, 2) == 16
+    a, b = u8([[255, 255]]), s8([[-128], [-128]])
+    assert H.u8s8_matmul_exact(a, b).item() < -(2**15)
+    # the brute-force range over every code pair equals the corners of the two ranges
+    for bits_a, sa, bits_b, sb in [(8, False, 8, True), (4, True, 4, True), (2, True, 8, False)]:
+        corners = [p * q for p in _code_range(bits_a, sa) for q in _code_range(bits_b, sb)]
+        assert _product_range(bits_a, sa, bits_b, sb) == (min(corners), max(corners))

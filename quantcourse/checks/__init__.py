@@ -51,27 +51,33 @@ from .nb12_mixed_precision import (
 )
 from .nb13_integer_only import check_int_avg_pool, check_requantize_relu6, check_single_rounding
 from .nb14_int8_kernels_and_hardware import (
+    check_accumulator_bits,
     check_compute_bound_batch,
+    check_predicted_speedup,
+)
+from .nb15_energy_and_deployment import (
     check_cpu_int8_sums,
     check_int8_energy_batch,
+    check_onnx_quantize_linear,
 )
-from .nb15_second_order import check_fc1_gptq, check_hutchinson_variance, check_obs_update
-from .nb16_stochastic_rounding import check_fp16_stall, check_sr_log2, check_sr_sum_spread
-from .nb17_gradient_quantization import (
+from .nb16_second_order import check_fc1_gptq, check_hutchinson_variance, check_obs_update
+from .nb17_stochastic_rounding import check_fp16_stall, check_sr_log2, check_sr_sum_spread
+from .nb18_gradient_quantization import (
     check_qsgd_variance,
     check_topk_error_feedback,
     check_wire_bytes,
 )
-from .nb18_sparsity_pruning_distillation import (
+from .nb19_sparsity_pruning_distillation import (
     check_best_index_bits,
     check_nm_metadata_bits,
     check_soft_grad,
 )
-from .nb19_capstone import check_nf4_nbytes, check_pick_recipe, check_recipe_point
+from .nb20_capstone import check_nf4_nbytes, check_pick_recipe, check_recipe_point
 
 __all__ = [
     "CHECKERS",
     "CheckFailed",
+    "check_accumulator_bits",
     "check_allocation_with_floor",
     "check_asym_weight_layers",
     "check_best_index_bits",
@@ -107,11 +113,13 @@ __all__ = [
     "check_nf_levels",
     "check_nm_metadata_bits",
     "check_obs_update",
+    "check_onnx_quantize_linear",
     "check_optimal_ternary",
     "check_output_error_bound",
     "check_pack_3bit",
     "check_percentile_range",
     "check_pick_recipe",
+    "check_predicted_speedup",
     "check_q_format",
     "check_qsgd_variance",
     "check_quantize",

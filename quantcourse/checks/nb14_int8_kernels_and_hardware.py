@@ -8,10 +8,8 @@ from fractions import Fraction
 
 import torch
 
-from ..hardware import ENERGY_PJ, arithmetic_intensity, u8s8_matmul_exact, u8s8_matmul_saturating
-from ..metrics import model_nbytes, quantized_model_nbytes
-from ..nn import count_macs
-from ._core import CheckFailed, as_codes, call, checker, hint_for, passed, without_package
+from ..hardware import arithmetic_intensity
+from ._core import CheckFailed, call, checker, fmt_pair, hint_for, passed
 
 
 def _number(value, what: str, *, integer: bool = False):
@@ -106,216 +104,165 @@ def check_compute_bound_batch(answer) -> None:
            "weights, a CPU and a GPU ridge point, and a layer that never gets there)")
 
 
-# ---------------------------------------------------------------- int8 energy saving by batch
+# ---------------------------------------------------------------- accumulator width
 
 
-def _pj(name: str) -> Fraction:
-    return Fraction(str(ENERGY_PJ[name]))
+def _code_range(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 
-_MAC_PJ = {"fp32": _pj("fp32_mult") + _pj("fp32_add"), "int8": _pj("int8_mult") + _pj("int32_add")}
-_DRAM_PJ_PER_BYTE = _pj("dram_read_32bit") / 4
+def _product_range(a_bits: int, a_signed: bool, b_bits: int, b_signed: bool) -> tuple[int, int]:
+    """Smallest and largest product of two codes: by brute force over every pair of codes up to
+    8 bits (the case the corners must agree with), from the range's corners above."""
+    (alo, ahi), (blo, bhi) = _code_range(a_bits, a_signed), _code_range(b_bits, b_signed)
+    if a_bits <= 8 and b_bits <= 8:
+        a = torch.arange(alo, ahi + 1, dtype=torch.int64)
+        b = torch.arange(blo, bhi + 1, dtype=torch.int64)
+        prod = a[:, None] * b[None, :]
+        return int(prod.min()), int(prod.max())
+    corners = [p * q for p in (alo, ahi) for q in (blo, bhi)]
+    return min(corners), max(corners)
 
 
-def _model_energy_inputs(model: torch.nn.Module, run_one) -> tuple[int, int, int]:
-    """MACs of one input, fp32 and int8 weight bytes of the layers ``count_macs`` reports."""
-    macs, _ = count_macs(model, run_one)
-    modules = dict(model.named_modules())
-    fp32 = sum(model_nbytes(modules[name]) for name in macs)
-    int8 = sum(quantized_model_nbytes(modules[name], 8) for name in macs)
-    return sum(macs.values()), fp32, int8
+def _bits_for(lo: int, hi: int) -> int:
+    """Fewest bits of a two's-complement integer holding every value in ``[lo, hi]``."""
+    bits = 1
+    while not -(2 ** (bits - 1)) <= lo <= hi <= 2 ** (bits - 1) - 1:
+        bits += 1
+    return bits
 
 
-def energy_batch_reference(macs: int, fp32_bytes: int, int8_bytes: int, saving: float,
-                           *, mac_pj=None, dram_pj=None) -> int | None:
-    """Smallest batch B at which fp32 energy per input / int8 energy per input >= ``saving``,
-    with the weights read from DRAM once per batch; None if no batch gets there."""
-    mac = _MAC_PJ if mac_pj is None else mac_pj
-    dram = _DRAM_PJ_PER_BYTE if dram_pj is None else dram_pj
-    t = Fraction(saving)
-    # macs mac_f + fp32 dram / B >= t (macs mac_i + int8 dram / B)
-    # <=> B macs (mac_f - t mac_i) >= dram (t int8 - fp32)
-    lhs = macs * (mac["fp32"] - t * mac["int8"])
-    rhs = dram * (t * int8_bytes - fp32_bytes)
-    if rhs <= 0:
-        return 1
-    if lhs <= 0:
-        return None
-    return max(1, math.ceil(rhs / lhs))
+def accumulator_bits_reference(a_bits: int, a_signed: bool, b_bits: int, b_signed: bool,
+                               k: int) -> int:
+    """Fewest accumulator bits for any sum of ``k`` products of the two kinds of codes."""
+    lo, hi = _product_range(a_bits, a_signed, b_bits, b_signed)
+    return _bits_for(k * lo, k * hi)
 
 
-def _energy_models():
-    from ..models import digits_cnn
+_ACC_CASES = [
+    # (a_bits, a_signed, b_bits, b_signed, k)
+    (8, True, 8, True, 131071),    # section 1's bound: int32 exactly
+    (8, True, 8, True, 131072),    # one more product: 2^31 does not fit
+    (8, False, 8, False, 1),       # u8 x u8: 65025 needs 17 bits
+    (8, False, 8, True, 2),        # a vpmaddubsw pair of u8 x s8 products: not int16
+    (7, False, 8, True, 2),        # with 7-bit activations it fits int16
+    (8, False, 8, True, 4),        # a vpdpbusd group of four
+    (8, False, 8, True, 258),      # the negative side (255 * -128) decides
+    (4, True, 4, True, 511),       # int4 x int4: (-8)(-8) = 64 per product
+    (4, True, 4, True, 512),       # 512 * 64 = 32768: one bit more than int16
+    (2, True, 8, True, 1),         # a 2-bit weight [-2, 1] by int8: (-2)(-128) = 256
+    (1, False, 1, False, 1000),    # binary {0, 1} codes: a popcount
+    (16, True, 16, True, 1),       # int16 x int16: (-32768)^2 = 2^30
+]
 
-    g = torch.Generator().manual_seed(14)
-    cnn = digits_cnn()
-    image = torch.rand(1, 1, 8, 8, generator=g)
-    mlp = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-    token = torch.randn(1, 1024, generator=g)
-    layer = torch.nn.Linear(1024, 1024, bias=False)
-    return [
-        ("the digits CNN, one 8x8 image", cnn, lambda: cnn(image), (4, 10, 15, 16)),
-        ("a 784-256-10 MLP, one input", mlp, lambda: mlp(torch.zeros(1, 784)), (10, 14)),
-        ("a 1024x1024 linear layer without bias, one token", layer, lambda: layer(token),
-         (8, 15.3)),
-    ]
 
+def _acc_hint(got, case: tuple) -> str:
+    ab, asg, bb, bsg, k = case
+    want = accumulator_bits_reference(*case)
+    lo, hi = _product_range(ab, asg, bb, bsg)
 
-def _energy_hint(got, macs, fp32, int8, saving, want) -> str:
-    h = {k: _pj(k) for k in ENERGY_PJ}
+    def narrow(bits, signed):          # -(2^(b-1) - 1) instead of -2^(b-1)
+        lo_, hi_ = _code_range(bits, signed)
+        return (lo_ + 1 if signed else lo_, hi_)
+
+    (nlo_a, nhi_a), (nlo_b, nhi_b) = narrow(ab, asg), narrow(bb, bsg)
+    ncorners = [p * q for p in (nlo_a, nhi_a) for q in (nlo_b, nhi_b)]
+    slo, shi = _product_range(ab, True, bb, True)
     cands = [
-        ("the int8 MAC accumulates into 32 bits: int8 multiply + 32-bit integer add "
-         "(0.2 + 0.1 pJ), not the 8-bit add",
-         energy_batch_reference(macs, fp32, int8, saving,
-                                mac_pj={"fp32": _MAC_PJ["fp32"],
-                                        "int8": h["int8_mult"] + h["int8_add"]})),
-        ("the DRAM figure is per 32-bit read (4 bytes): 640 / 4 pJ per byte",
-         energy_batch_reference(macs, fp32, int8, saving, dram_pj=h["dram_read_32bit"])),
-        ("int8 weights are not exactly a quarter of the fp32 bytes: use "
-         "qc.quantized_model_nbytes(layer, 8), which counts the per-channel scales and the "
-         "float biases", energy_batch_reference(macs, fp32, fp32 / 4, saving)),
-        ("return the first batch that reaches the saving, not the last one below it",
-         None if want is None else want - 1),
+        (f"the sum can also be negative, down to k * {lo}: the accumulator must hold that too",
+         _bits_for(0, k * hi)),
+        ("a signed code goes down to -2^(bits-1), not -(2^(bits-1) - 1): the largest product "
+         f"here is {hi}", _bits_for(k * min(ncorners), k * max(ncorners))),
+        ("an unsigned code goes up to 2^bits - 1 (255 for 8 bits), not 2^(bits-1) - 1",
+         _bits_for(k * slo, k * shi)),
+        ("a w-bit two's-complement integer holds at most 2^(w-1) - 1 (and at least -2^(w-1))",
+         _bits_for(k * lo, k * hi - 1)),
+        ("the rule of thumb a_bits + b_bits + ceil(log2 k) is only an upper bound: size the "
+         f"worst case, here products in [{lo}, {hi}]",
+         ab + bb + math.ceil(math.log2(k)) if k > 1 else ab + bb),
     ]
-    if got is None:
-        return ("this model does reach that saving at some batch: the weight traffic per input "
-                "shrinks as 1/B while the MACs per input stay, so the saving grows towards "
-                "mac_fp32 / mac_int8")
-    if want is None:
-        return (f"no batch gets there: as B grows the saving tends to mac_fp32 / mac_int8 = "
-                f"{float(_MAC_PJ['fp32'] / _MAC_PJ['int8']):.4g}; return None")
     return hint_for(got, cands, want=want,
-                    default="energy per input = MACs * MAC energy + weight bytes * 160 pJ / B "
-                            "(the weights are read once per batch of B inputs); find the smallest "
-                            "B with fp32 / int8 >= saving")
+                    default=f"the products lie in [{lo}, {hi}], so k of them in "
+                            f"[{k * lo}, {k * hi}]: count the bits a two's-complement integer "
+                            "needs for both ends")
 
 
 @checker
-def check_int8_energy_batch(answer) -> None:
-    """``answer(model, run_one, saving)`` -> smallest batch where int8 saves ``saving`` x."""
-    cases = 0
-    b10 = None
-    for label, model, run_one, savings in _energy_models():
-        macs, fp32, int8 = _model_energy_inputs(model, run_one)
-        b10 = energy_batch_reference(macs, fp32, int8, 10) if b10 is None else b10
-        for saving in savings:
-            what = f"int8_energy_batch({label}, saving={saving})"
-            got = call(answer, model, run_one, saving, what=what)
-            want = energy_batch_reference(macs, fp32, int8, saving)
-            if got is not None:
-                got = int(_number(got, what, integer=True))
-            if got != want:
-                shown = "None" if want is None else f"batch {want}"
-                raise CheckFailed(f"{what}: expected {shown}, got {got}. "
-                                  f"Hint: {_energy_hint(got, macs, fp32, int8, saving, want)}")
-            cases += 1
-    passed(f"{cases} cases on three models. The digits CNN saves about 4x at batch 1 and "
-           f"reaches 10x at batch {b10}; no batch reaches "
-           f"{float(_MAC_PJ['fp32'] / _MAC_PJ['int8']):.4g}x, the ratio of the MACs alone")
+def check_accumulator_bits(answer) -> None:
+    """``answer(a_bits, a_signed, b_bits, b_signed, k)`` -> accumulator bits."""
+    for case in _ACC_CASES:
+        ab, asg, bb, bsg, k = case
+        what = (f"accumulator_bits(a_bits={ab}, a_signed={asg}, b_bits={bb}, b_signed={bsg}, "
+                f"k={k})")
+        got = _number(call(answer, *case, what=what), what, integer=True)
+        got = int(got)
+        want = accumulator_bits_reference(*case)
+        if got != want:
+            lo, hi = _product_range(ab, asg, bb, bsg)
+            raise CheckFailed(f"{what}: expected {want} bits, got {got} (the worst sums are "
+                              f"{k * lo:,} and {k * hi:,}). Hint: {_acc_hint(got, case)}")
+    passed(f"accumulator widths right on {len(_ACC_CASES)} cases: a u8 x s8 pair needs 17 bits "
+           "(vpmaddubsw has 16, so it saturates), a 7-bit one fits 16, and 512 int4 x int4 "
+           "products need 17")
 
 
-# ---------------------------------------------------------------- int8 sums on a given CPU
-
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-_CPUS = {  # /proc/cpuinfo flags that matter here, for a few x86 server and desktop CPUs
-    "AMD EPYC 7002 (Zen 2)": {"sse4_2", "avx", "avx2", "fma", "f16c"},
-    "Intel Skylake-SP": {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl"},
-    "Intel Ice Lake-SP": {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
-                          "avx512_vnni"},
-    "Intel Alder Lake": {"sse4_2", "avx", "avx2", "fma", "avx_vnni"},
-    "Intel Sapphire Rapids": {"sse4_2", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni",
-                              "amx_tile", "amx_int8", "amx_bf16"},
-    "AMD EPYC 9004 (Zen 4)": {"sse4_2", "avx", "avx2", "avx512f", "avx512bw", "avx512_vnni"},
-}
+# ---------------------------------------------------------------- memory-bound speed-up
 
 
-def _sums_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(7)
-    full_a = torch.randint(0, 256, (4, 16), generator=g, dtype=torch.int64).to(torch.uint8)
-    full_w = torch.randint(-128, 128, (16, 3), generator=g, dtype=torch.int64).to(torch.int8)
-    full_a[0, :2] = 255                   # one pair clips upwards, one downwards
-    full_w[:2, 0], full_w[:2, 1] = 127, -128
-    relu_a = torch.randint(200, 256, (3, 10), generator=g, dtype=torch.int64).to(torch.uint8)
-    relu_w = torch.randint(-128, 128, (10, 5), generator=g, dtype=torch.int64).to(torch.int8)
-    seven = torch.randint(0, 128, (4, 16), generator=g, dtype=torch.int64).to(torch.uint8)
-    return [
-        ("8-bit activations, full-range weights", full_a, full_w),
-        ("large (ReLU-like) activation codes", relu_a, relu_w),
-        ("7-bit activations (codes <= 127)", seven, full_w),
-        ("odd K = 5: the last element pairs with a zero",
-         torch.tensor([[255, 255, 255, 255, 255]], dtype=torch.uint8),
-         torch.tensor([[127, -128], [127, -128], [127, -128], [127, -128], [127, -128]],
-                      dtype=torch.int8)),
+def predicted_speedup_reference(in_features: int, out_features: int, bytes_per_weight: float,
+                                batch: int) -> float:
+    """Bytes moved by float32 ``nn.Linear`` over bytes moved by a layer reading
+    ``bytes_per_weight`` per weight; both read the float32 bias and input, write the output."""
+    k, n = in_features, out_features
+    shared = 4 * n + 4 * batch * (k + n)
+    return (4 * k * n + shared) / (bytes_per_weight * k * n + shared)
+
+
+_SPEEDUP_CASES = [
+    # (in_features, out_features, bytes_per_weight, batch)
+    (4096, 4096, 2.0, 1),          # W8A16 / W4A16 on fbgemm's fp16 GEMM
+    (4096, 4096, 1.0, 1),          # int8 weights
+    (4096, 4096, 0.5, 1),          # a fused int4 kernel
+    (4096, 4096, 4.0, 1),          # float32 itself: no speed-up
+    (4096, 4096, 17.5, 1),         # W4A16 dequantized in plain PyTorch: a slow-down
+    (1024, 1024, 2.0, 64),         # a batch: the activations' bytes weigh in
+    (384, 1536, 1.0, 16),          # a MiniLM feed-forward layer at 16 tokens
+    (1024, 1024, 0.5, 256),
+]
+
+
+def _speedup_hint(got: float, case: tuple) -> str:
+    k, n, bpw, b = case
+    want = predicted_speedup_reference(*case)
+    shared = 4 * n + 4 * b * (k + n)
+    cands = [
+        ("the speed-up is float32's bytes over the quantized layer's, not the other way round",
+         1 / want),
+        ("count the bias, input and output bytes too (float32, in both layers): "
+         "4 N + 4 B (K + N)", 4 / bpw),
+        ("the input (B x K) and output (B x N) grow with the batch: multiply by batch",
+         (4 * k * n + 4 * n + 4 * (k + n)) / (bpw * k * n + 4 * n + 4 * (k + n))),
+        ("the float32 layer reads 4 bytes per weight, not 4 bits",
+         (0.5 * k * n + shared) / (bpw * k * n + shared)),
     ]
-
-
-def _pairs(a: torch.Tensor, w: torch.Tensor, first, second) -> torch.Tensor:
-    """Pair sums (M, pairs, N) in int64 with the pairs given by index lists."""
-    a, w = a.long(), w.long()
-    return (a[:, first, None] * w[None, first, :]) + (a[:, second, None] * w[None, second, :])
-
-
-def _sums_mistakes(a: torch.Tensor, w: torch.Tensor) -> list[tuple[str, object]]:
-    exact = (a.long() @ w.long())
-    k = a.shape[1]
-    mistakes = [
-        ("the int16 saturation applies to each pair sum a[2i] w[2i] + a[2i+1] w[2i+1], not to "
-         "the whole dot product: vpmaddwd adds the clipped pairs exactly in int32",
-         exact.clamp(-32768, 32767)),
-    ]
-    if k % 2 == 0:
-        even, odd = list(range(0, k, 2)), list(range(1, k, 2))
-        mistakes.append(("a pair sum can also fall below -32768 (255 * -128 * 2 = -65280): "
-                         "clamp to [-32768, 32767]",
-                         _pairs(a, w, even, odd).clamp(max=32767).sum(dim=1)))
-        mistakes.append(("vpmaddubsw pairs ADJACENT elements (2i, 2i+1), not i and i + K/2",
-                         _pairs(a, w, list(range(k // 2)), list(range(k // 2, k)))
-                         .clamp(-32768, 32767).sum(dim=1)))
-    else:
-        mistakes.append(("with an odd K the last product is a pair of its own (padded with a "
-                         "zero): do not drop it",
-                         u8s8_matmul_saturating(a[:, :-1].contiguous(),
-                                                w[:-1].contiguous()).long()))
-    return mistakes
+    return hint_for(got, cands, rtol=1e-6, want=want,
+                    default="memory-bound: time ~ bytes, so the speed-up is (4 K N + shared) / "
+                            "(bytes_per_weight K N + shared) with shared = 4 N + 4 B (K + N)")
 
 
 @checker
-def check_cpu_int8_sums(answer) -> None:
-    """``answer(a, w, cpu_flags)`` -> the int32 sums this CPU's u8 x s8 kernel computes."""
-    for cpu, flags in _CPUS.items():
-        vnni = any(f in flags for f in VNNI_FLAGS)
-        for label, a, w in _sums_cases():
-            what = f"cpu_int8_sums(a, w, cpu_flags of {cpu}) on {label}"
-            with without_package(what):
-                got = call(answer, a.clone(), w.clone(), set(flags), what=what)
-            got = as_codes(got, what)
-            want = (u8s8_matmul_exact if vnni else u8s8_matmul_saturating)(a, w).long()
-            if got.shape != want.shape:
-                raise CheckFailed(f"{what}: expected shape {tuple(want.shape)}, got "
-                                  f"{tuple(got.shape)}")
-            if torch.equal(got, want):
-                continue
-            exact = u8s8_matmul_exact(a, w).long()
-            sat = u8s8_matmul_saturating(a, w).long()
-            if vnni and torch.equal(got, sat):
-                hint = (f"this CPU has VNNI ({', '.join(sorted(flags & set(VNNI_FLAGS)))}): "
-                        "vpdpbusd adds the u8 x s8 products straight into int32, exactly")
-            elif not vnni and torch.equal(got, exact) and "avx512f" in flags:
-                hint = ("AVX-512 alone is not VNNI: without avx512_vnni, avx_vnni or amx_int8 "
-                        "the kernel uses vpmaddubsw, whose int16 pair sums saturate")
-            elif not vnni and torch.equal(got, exact):
-                hint = ("no VNNI flag (avx512_vnni, avx_vnni, amx_int8) on this CPU: adjacent "
-                        "pairs are summed into int16 and saturate at [-32768, 32767]")
-            else:
-                hint = hint_for(got, _sums_mistakes(a, w), want=want,
-                                default="VNNI: exact int32 sums; otherwise add each adjacent pair "
-                                        "a[2i] w[2i] + a[2i+1] w[2i+1], clamp it to int16, then "
-                                        "add the pairs exactly")
-            bad = (got != want).nonzero()[0].tolist()
-            raise CheckFailed(f"{what}: {int((got != want).sum())} of {want.numel()} sums differ;"
-                              f" at {tuple(bad)} expected {int(want[tuple(bad)])}, got "
-                              f"{int(got[tuple(bad)])}. Hint: {hint}")
-    passed(f"int8 sums right on {len(_CPUS)} CPUs: the three with VNNI add exactly, the three "
-           "without (two of them with AVX-512) clip 8-bit pairs, and with 7-bit activations all "
-           "six agree")
+def check_predicted_speedup(answer) -> None:
+    """``answer(in_features, out_features, bytes_per_weight, batch)`` -> predicted speed-up."""
+    for case in _SPEEDUP_CASES:
+        k, n, bpw, b = case
+        what = (f"predicted_speedup(in_features={k}, out_features={n}, "
+                f"bytes_per_weight={bpw}, batch={b})")
+        got = float(_number(call(answer, *case, what=what), what))
+        want = predicted_speedup_reference(*case)
+        if not math.isclose(got, want, rel_tol=1e-6):
+            g, w = fmt_pair(got, want)
+            raise CheckFailed(f"{what}: expected {w}x, got {g}x. Hint: {_speedup_hint(got, case)}")
+    w2, w1 = (predicted_speedup_reference(4096, 4096, b, 1) for b in (2.0, 1.0))
+    passed(f"predicted speed-ups right on {len(_SPEEDUP_CASES)} layers. The 4096 x 4096 layer at "
+           f"batch 1: {w2:.2f}x with 2 bytes per weight, {w1:.2f}x with 1; now compare with "
+           "section 3.2's measured batch-1 row")

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of ``15_second_order.ipynb``."""
+"""Checkers for the exercises of ``16_second_order.ipynb``."""
 
 from __future__ import annotations
 

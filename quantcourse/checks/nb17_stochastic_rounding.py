@@ -1,4 +1,4 @@
-"""Checkers for the exercises of ``16_stochastic_rounding.ipynb``."""
+"""Checkers for the exercises of ``17_stochastic_rounding.ipynb``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of ``17_gradient_quantization.ipynb``."""
+"""Checkers for the exercises of ``18_gradient_quantization.ipynb``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of ``18_sparsity_pruning_distillation.ipynb``."""
+"""Checkers for the exercises of ``19_sparsity_pruning_distillation.ipynb``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of ``19_capstone.ipynb``."""
+"""Checkers for the exercises of ``20_capstone.ipynb``."""
 
 from __future__ import annotations
 

@@ -2,10 +2,6 @@
 
 import math
 
-import torch
-
-import quantcourse as qc
-
 # ---------------------------------------------------------------- check_compute_bound_batch
 
 
@@ -42,106 +38,56 @@ def ridge_never_is_huge(k, n, weight_bits, act_bytes, ridge):  # a cap instead o
     return (1 << 16) if b is None else b
 
 
-# ---------------------------------------------------------------- check_int8_energy_batch
+# ---------------------------------------------------------------- check_accumulator_bits
 
 
-def _energy_inputs(model, run_one):
-    macs, _ = qc.count_macs(model, run_one)
-    layers = dict(model.named_modules())
-    fp32 = sum(qc.model_nbytes(layers[n]) for n in macs)
-    int8 = sum(qc.quantized_model_nbytes(layers[n], 8) for n in macs)
-    return sum(macs.values()), fp32, int8
+def _bits(lo, hi):
+    w = 1
+    while not (-(2 ** (w - 1)) <= lo and hi <= 2 ** (w - 1) - 1):
+        w += 1
+    return w
 
 
-def _first_saving_batch(macs, fp32, int8, saving, mac_fp32=4.6, mac_int8=0.3, dram=160.0):
-    gain = macs * (mac_fp32 - saving * mac_int8)
-    need = dram * (saving * int8 - fp32)
-    if need <= 0:
-        return 1
-    return None if gain <= 0 else math.ceil(need / gain)
+def acc_rule_of_thumb(a_bits, a_signed, b_bits, b_signed, k):  # a + b + log2 k, always
+    return a_bits + b_bits + math.ceil(math.log2(k)) if k > 1 else a_bits + b_bits
 
 
-def energy_no_reuse(model, run_one, saving):  # weights read again for every input
-    macs, fp32, int8 = _energy_inputs(model, run_one)
-    ratio = (macs * 4.6 + fp32 * 160) / (macs * 0.3 + int8 * 160)
-    return 1 if ratio >= saving else None
+def acc_narrow_codes(a_bits, a_signed, b_bits, b_signed, k):  # forgets the code -2^(b-1)
+    def rng(bits, signed):
+        return (-(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+    c = [p * q for p in rng(a_bits, a_signed) for q in rng(b_bits, b_signed)]
+    return _bits(k * min(c), k * max(c))
 
 
-def energy_int8_add(model, run_one, saving):  # int8 MAC with an 8-bit add
-    return _first_saving_batch(*_energy_inputs(model, run_one), saving, mac_int8=0.23)
+def acc_positive_only(a_bits, a_signed, b_bits, b_signed, k):  # sizes the largest sum only
+    def rng(bits, signed):
+        return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+    c = [p * q for p in rng(a_bits, a_signed) for q in rng(b_bits, b_signed)]
+    return _bits(0, k * max(c))
 
 
-def energy_dram_per_byte(model, run_one, saving):  # 640 pJ per byte
-    return _first_saving_batch(*_energy_inputs(model, run_one), saving, dram=640.0)
+def acc_unsigned_as_signed(a_bits, a_signed, b_bits, b_signed, k):  # ignores signedness
+    hi = 2 ** (a_bits - 1) * 2 ** (b_bits - 1)
+    return _bits(-k * hi, k * hi)
 
 
-def energy_quarter_bytes(model, run_one, saving):  # int8 weights as fp32 bytes / 4
-    macs, fp32, _ = _energy_inputs(model, run_one)
-    return _first_saving_batch(macs, fp32, fp32 / 4, saving)
+# ---------------------------------------------------------------- check_predicted_speedup
 
 
-def energy_last_below(model, run_one, saving):  # the last batch that falls short
-    b = _first_saving_batch(*_energy_inputs(model, run_one), saving)
-    return None if b is None else b - 1
+def speedup_weights_only(k, n, bytes_per_weight, batch):  # 4 / bytes, nothing else
+    return 4 / bytes_per_weight
 
 
-# ---------------------------------------------------------------- check_cpu_int8_sums
-
-VNNI = {"avx512_vnni", "avx_vnni", "amx_int8"}
-
-
-def _pair_model(a, w, *, lo=-32768):
-    a, w = a.long(), w.long()
-    if a.shape[1] % 2:
-        a = torch.nn.functional.pad(a, (0, 1))
-        w = torch.nn.functional.pad(w, (0, 0, 0, 1))
-    pairs = a[:, 0::2, None] * w[None, 0::2, :] + a[:, 1::2, None] * w[None, 1::2, :]
-    return pairs.clamp(lo, 32767).sum(dim=1)
+def speedup_inverted(k, n, bytes_per_weight, batch):  # quantized bytes over fp32 bytes
+    shared = 4 * n + 4 * batch * (k + n)
+    return (bytes_per_weight * k * n + shared) / (4 * k * n + shared)
 
 
-def sums_avx512_is_vnni(a, w, cpu_flags):  # takes any AVX-512 CPU for a VNNI one
-    if cpu_flags & (VNNI | {"avx512f"}):
-        return a.long() @ w.long()
-    return _pair_model(a, w)
-
-
-def sums_always_exact(a, w, cpu_flags):  # ignores the CPU
-    return a.long() @ w.long()
-
-
-def sums_always_pairs(a, w, cpu_flags):  # ignores the CPU the other way
-    return _pair_model(a, w)
-
-
-def sums_whole_clamp(a, w, cpu_flags):  # saturates the whole dot product
-    out = a.long() @ w.long()
-    return out if cpu_flags & VNNI else out.clamp(-32768, 32767)
-
-
-def sums_top_clamp_only(a, w, cpu_flags):  # forgets negative saturation
-    return a.long() @ w.long() if cpu_flags & VNNI else _pair_model(a, w, lo=-(2**40))
-
-
-def sums_halves_paired(a, w, cpu_flags):  # pairs element i with element i + K/2
-    if cpu_flags & VNNI:
-        return a.long() @ w.long()
-    a, w = a.long(), w.long()
-    h = a.shape[1] // 2
-    pairs = a[:, :h, None] * w[None, :h, :] + a[:, h:2 * h, None] * w[None, h:2 * h, :]
-    return pairs.clamp(-32768, 32767).sum(dim=1)
-
-
-def sums_drop_odd(a, w, cpu_flags):  # an odd K loses its last product
-    if cpu_flags & VNNI:
-        return a.long() @ w.long()
-    k = a.shape[1] // 2 * 2
-    return _pair_model(a[:, :k], w[:k])
-
-
-def sums_with_qc(a, w, cpu_flags):  # calls the package
-    if cpu_flags & VNNI:
-        return qc.u8s8_matmul_exact(a, w)
-    return qc.u8s8_matmul_saturating(a, w)
+def speedup_batch_ignored(k, n, bytes_per_weight, batch):  # activations of one input only
+    shared = 4 * n + 4 * (k + n)
+    return (4 * k * n + shared) / (bytes_per_weight * k * n + shared)
 
 
 WRONG_ANSWERS = {
@@ -152,21 +98,15 @@ WRONG_ANSWERS = {
         (ridge_last_below, "not the last one below"),
         (ridge_never_is_huge, "return None"),
     ],
-    "check_int8_energy_batch": [
-        (energy_no_reuse, "does reach that saving"),
-        (energy_int8_add, "accumulates into 32 bits"),
-        (energy_dram_per_byte, "32-bit read"),
-        (energy_quarter_bytes, "quantized_model_nbytes"),
-        (energy_last_below, "not the last one below"),
+    "check_accumulator_bits": [
+        (acc_rule_of_thumb, "rule of thumb"),
+        (acc_narrow_codes, "not -(2^(bits-1) - 1)"),
+        (acc_positive_only, "can also be negative"),
+        (acc_unsigned_as_signed, "unsigned code goes up to"),
     ],
-    "check_cpu_int8_sums": [
-        (sums_avx512_is_vnni, "AVX-512 alone is not VNNI"),
-        (sums_always_exact, "no VNNI flag"),
-        (sums_always_pairs, "this CPU has VNNI"),
-        (sums_whole_clamp, "not to the whole dot product"),
-        (sums_top_clamp_only, "below -32768"),
-        (sums_halves_paired, "ADJACENT"),
-        (sums_drop_odd, "do not drop it"),
-        (sums_with_qc, "without the package"),
+    "check_predicted_speedup": [
+        (speedup_weights_only, "count the bias, input and output"),
+        (speedup_inverted, "not the other way round"),
+        (speedup_batch_ignored, "grow with the batch"),
     ],
 }

@@ -1,4 +1,4 @@
-"""Plausible wrong answers for the checkers of 15_second_order.ipynb."""
+"""Plausible wrong answers for the checkers of 16_second_order.ipynb."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Plausible wrong answers for the checkers of 16_stochastic_rounding.ipynb."""
+"""Plausible wrong answers for the checkers of 17_stochastic_rounding.ipynb."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Plausible wrong answers for the checkers of 17_gradient_quantization.ipynb."""
+"""Plausible wrong answers for the checkers of 18_gradient_quantization.ipynb."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Plausible wrong answers for the checkers of 18_sparsity_pruning_distillation.ipynb."""
+"""Plausible wrong answers for the checkers of 19_sparsity_pruning_distillation.ipynb."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Plausible wrong answers for the checkers of 19_capstone.ipynb."""
+"""Plausible wrong answers for the checkers of 20_capstone.ipynb."""
 
 import math
 
