@@ -179,6 +179,22 @@ class _QuantLinear(nn.Module):
         self._init_common(weight_scale, bias, weight_q.device, fn)
         self.weight_qparams()        # a QParams round through its checks: scales positive
 
+    def _pack_of_codes(self, build) -> object:
+        """``build()``'s pack of the stored codes, built once and kept while the codes buffer
+        is this very tensor (held, so its memory cannot be reused) at this version (bumped by
+        any in-place edit; inference tensors have none). ``load_state_dict`` drops it."""
+        src = getattr(self, self.codes)
+        version = None if src.is_inference() else src._version
+        entry = self.__dict__.get("_pack_entry")
+        if entry is None or entry[0] is not src or entry[1] != version:
+            entry = (src, version, build())
+            self._pack_entry = entry
+        return entry[2]
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._pack_entry = None                   # new codes arrive: pack them again
+        super()._load_from_state_dict(*args, **kwargs)
+
     def weight_qparams(self) -> QParams:
         """The weights' ``QParams``: per output channel (axis 0) or per group, zero points 0."""
         s = self.weight_scale
@@ -231,7 +247,6 @@ class W8A8Linear(_QuantLinear):
         self.method = method
         self.act_bits = (int8_activation_bits(weight_q.device, method) if act_bits is None
                          else check_bits_in(act_bits, (7, 8), fn, why=" (act_bits)"))
-        self._packed_key = None
         self._route = None
 
     @classmethod
@@ -263,21 +278,10 @@ class W8A8Linear(_QuantLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._runs_fbgemm():
             w = self.weight_q
-            # Packed from this very tensor (held, so its memory cannot be reused) at this
-            # version (bumped by any in-place edit; inference tensors have none, and
-            # load_state_dict drops the pack itself)? Else pack again.
-            version = None if w.is_inference() else w._version
-            if self._packed_key is None or self._packed_key[0] is not w \
-                    or self._packed_key[1] != version:
-                self._packed, self._packed_key = _fb.prepack(w), (w, version)
-            return _w8a8_fbgemm(x, self._packed, w.shape, self.weight_scale, self.bias,
-                                self.act_bits)
+            packed = self._pack_of_codes(lambda: _fb.prepack(w))
+            return _w8a8_fbgemm(x, packed, w.shape, self.weight_scale, self.bias, self.act_bits)
         return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, method=self.method,
                            act_bits=self.act_bits)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._packed_key = None                   # new codes arrive: pack them again
-        super()._load_from_state_dict(*args, **kwargs)
 
     def _config(self) -> dict:
         return {"method": self.method, "act_bits": self.act_bits}
@@ -372,7 +376,6 @@ class _WeightOnlyLinear(_QuantLinear):
 
     def _init_method(self, method: str, fn: str) -> None:
         self.method = check_choice(method, "method", self.METHODS, fn)
-        self._packs_key = None
         self._route = None
 
     def codes_2d(self) -> torch.Tensor:
@@ -389,17 +392,11 @@ class _WeightOnlyLinear(_QuantLinear):
         return self._route[1]
 
     def _fp16_packs(self) -> list:
-        # Packed from this very codes tensor (held) at this version? Else pack again, as
-        # W8A8Linear does; load_state_dict drops the packs itself.
-        src = getattr(self, self.codes)
-        version = None if src.is_inference() else src._version
-        if self._packs_key is None or self._packs_key[0] is not src \
-                or self._packs_key[1] != version:
+        def build():
             q, g = self.codes_2d(), self.group_size
-            self._packs = ([_fb.prepack_fp16(q)] if g is None else
-                           [_fb.prepack_fp16(q[:, k:k + g]) for k in range(0, q.shape[1], g)])
-            self._packs_key = (src, version)
-        return self._packs
+            return ([_fb.prepack_fp16(q)] if g is None else
+                    [_fb.prepack_fp16(q[:, k:k + g]) for k in range(0, q.shape[1], g)])
+        return self._pack_of_codes(build)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.path == "fbgemm":
@@ -408,10 +405,6 @@ class _WeightOnlyLinear(_QuantLinear):
         return weight_only_linear(
             x, self.codes_2d(), self.weight_qparams(), self.bias, check_codes=False
         )
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._packs_key = None
-        super()._load_from_state_dict(*args, **kwargs)
 
     def _config(self) -> dict:
         return {"group_size": self.group_size, "method": self.method}

@@ -219,6 +219,21 @@ def one_number(value, what: str) -> torch.Tensor:
     return t.detach().double().reshape(())
 
 
+def finite_number(value, what: str, *, integer: bool = False, whole: str = "a whole number"):
+    """The learner's answer as a Python number (a number or a one-element tensor), checked to
+    be real, finite and, with ``integer=True``, whole (``whole`` names what was expected)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        kind = "an integer" if integer else "a number"
+        raise CheckFailed(f"{what}: expected {kind}, got {type(value).__name__}")
+    if integer and not float(value).is_integer():
+        raise CheckFailed(f"{what}: expected {whole}, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise CheckFailed(f"{what}: expected a finite number, got {value!r}")
+    return value
+
+
 def close(a: Any, b: Any, *, rtol: float = 0.0, atol: float = 0.0) -> bool:
     """Whether ``a`` matches ``b``: numbers or tensors (same shape, ``|a - b| <= atol + rtol
     |b|`` everywhere, NaN matching nothing), or tuples / lists of them, element by element."""

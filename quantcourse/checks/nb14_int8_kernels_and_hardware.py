@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import math
-import numbers
 from fractions import Fraction
 
 import torch
 
 from ..hardware import arithmetic_intensity
-from ._core import CheckFailed, call, checker, fmt_pair, hint_for, passed
+from ._core import CheckFailed, call, checker, finite_number, fmt_pair, hint_for, passed
 
 
 def _number(value, what: str, *, integer: bool = False):
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        kind = "an integer" if integer else "a number"
-        raise CheckFailed(f"{what}: expected {kind}, got {type(value).__name__}")
-    if integer and not float(value).is_integer():
-        raise CheckFailed(f"{what}: expected a whole number of bits, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise CheckFailed(f"{what}: expected a finite number, got {value!r}")
-    return value
+    return finite_number(value, what, integer=integer, whole="a whole number of bits")
 
 
 # ---------------------------------------------------------------- compute-bound batch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from fractions import Fraction
 
 import torch
@@ -17,6 +16,7 @@ from ._core import (
     call,
     checker,
     division_trap,
+    finite_number,
     hint_for,
     passed,
     without_package,
@@ -24,16 +24,7 @@ from ._core import (
 
 
 def _number(value, what: str, *, integer: bool = False):
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        kind = "an integer" if integer else "a number"
-        raise CheckFailed(f"{what}: expected {kind}, got {type(value).__name__}")
-    if integer and not float(value).is_integer():
-        raise CheckFailed(f"{what}: expected a whole number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise CheckFailed(f"{what}: expected a finite number, got {value!r}")
-    return value
+    return finite_number(value, what, integer=integer)
 
 
 # ---------------------------------------------------------------- int8 energy saving by batch
