@@ -184,11 +184,7 @@ def _w8a8_fbgemm_one_token(x2: torch.Tensor, packed: object, w_scale: torch.Tens
     s = max(_f32(amax / qmax), _EPS)
     codes = torch.mul(x2, _f32(1.0 / s)).round_()
     out = _fb.matmul_codes(codes, packed, act_bits).mul_(torch.mul(w_scale, s))
-    if bias is not None:
-        out.add_(bias)
-    if len(shape) != 2:
-        out = out.view(*shape[:-1], out.shape[1])
-    return out if dtype == torch.float32 else out.to(dtype)
+    return _epilogue(out, bias, shape, dtype)
 
 
 def _rescale(acc: torch.Tensor, s_x: torch.Tensor, w_scale: torch.Tensor,
@@ -200,11 +196,17 @@ def _rescale(acc: torch.Tensor, s_x: torch.Tensor, w_scale: torch.Tensor,
     ``[:, None]`` indexing, no conversion or reshape where the tensor already has its form.
     """
     w = w_scale if w_scale.dtype == torch.float32 else w_scale.float()
-    out = acc.mul_(torch.mul(s_x.unsqueeze(1), w.view(1, -1)))
+    return _epilogue(acc.mul_(torch.mul(s_x.unsqueeze(1), w.view(1, -1))), bias, shape, dtype)
+
+
+def _epilogue(out: torch.Tensor, bias: torch.Tensor | None, shape: torch.Size,
+              dtype: torch.dtype) -> torch.Tensor:
+    """The float32 ``(tokens, out)`` result plus ``bias`` (in place), in the input's leading
+    shape and dtype: no conversion or reshape where the tensor already has its form."""
     if bias is not None:
         out.add_(bias if bias.dtype == torch.float32 else bias.float())
     if len(shape) != 2:
-        out = out.view(*shape[:-1], acc.shape[1])
+        out = out.view(*shape[:-1], out.shape[1])
     return out if dtype == torch.float32 else out.to(dtype)
 
 
@@ -231,11 +233,7 @@ def _weight_only_fbgemm(x: torch.Tensor, packs: list, w_scale: torch.Tensor,
             part = _fb.matmul_fp16(x2[:, g * group_size:(g + 1) * group_size], packed)
             part.mul_(w_scale[:, g])
             out = part if out is None else out.add_(part)
-    if bias is not None:
-        out.add_(bias if bias.dtype == torch.float32 else bias.float())
-    if x.ndim != 2:
-        out = out.view(*x.shape[:-1], out_f)
-    return out if x.dtype == torch.float32 else out.to(x.dtype)
+    return _epilogue(out, bias, x.shape, x.dtype)
 
 
 def weight_only_linear(
